@@ -1,0 +1,28 @@
+"""lit_pref: preference optimization of language models on PyTorch Lightning."""
+
+from lit_pref.algorithms import DPO, SFT, PolicyModule, RewardModel
+from lit_pref.callbacks import ExportHF, GenerationSamples
+from lit_pref.data import PreferenceDataModule
+from lit_pref.errors import ConfigError, DataError, LitPrefError
+from lit_pref.models import CompanionModel, DisabledAdapter, FrozenCopy, LoraSettings, Precomputed, RefreshableCopy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DPO",
+    "SFT",
+    "CompanionModel",
+    "ConfigError",
+    "DataError",
+    "DisabledAdapter",
+    "ExportHF",
+    "FrozenCopy",
+    "GenerationSamples",
+    "LitPrefError",
+    "LoraSettings",
+    "PolicyModule",
+    "Precomputed",
+    "PreferenceDataModule",
+    "RefreshableCopy",
+    "RewardModel",
+]

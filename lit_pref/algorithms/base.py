@@ -1,0 +1,262 @@
+"""The common base of every algorithm: policy, optimizer, log-probs, generation, metrics, companions, export.
+
+An algorithm subclass adds only its loss (`compute_loss`), its extra companion models (`companions`) and the
+row formats it accepts. Nothing here writes a training loop: Lightning's Trainer runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from lit_pref.errors import ConfigError
+from lit_pref.models.companions import CompanionModel
+from lit_pref.models.loading import DType, LoraSettings, is_peft, load_causal_lm, load_tokenizer, prepare_trainable
+from lit_pref.models.logprobs import TokenLogps, sequence_logps
+
+Schedule = Literal["constant", "linear", "cosine"]
+
+
+class PolicyModule(pl.LightningModule):
+    """Base LightningModule of lit_pref algorithms (not used on its own).
+
+    Args:
+        tokenizer: Tokenizer spec; linked from `data.tokenizer`, so set it there.
+        policy: Policy weights to start from (local HF folder, hub name, 'builtin:tiny'); default: the
+            tokenizer's spec.
+        dtype: Weight dtype of the policy (float32, bfloat16, float16, or auto = as saved).
+        gradient_checkpointing: Recompute activations in the backward pass to save memory.
+        lora: LoRA adapter settings; unset trains all weights.
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps from 0 to `lr`.
+        lr_schedule: Shape after warm-up: constant, linear decay to 0, or cosine decay to 0.
+        disable_dropout: Set every dropout probability to 0 (policy and companions agree on a token's log-prob).
+        max_length: Linked from `data.max_length`.
+        max_prompt_length: Linked from `data.max_prompt_length`; generation may add max_length - this.
+    """
+
+    #: row formats (see PreferenceDataModule.format) this algorithm trains on
+    accepted_formats: tuple[str, ...] = ("pairwise",)
+    #: constructor arguments that hold companion providers (modules: saved as weights, not hyper-parameters)
+    companion_args: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        tokenizer: str = "builtin:tiny",
+        policy: str | None = None,
+        dtype: DType = "float32",
+        gradient_checkpointing: bool = False,
+        lora: LoraSettings | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: Schedule = "constant",
+        disable_dropout: bool = True,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=list(self.companion_args))
+        self.tokenizer_spec = tokenizer
+        self.policy_spec = policy or tokenizer
+        self.policy: nn.Module | None = None
+        self.tokenizer = None
+        self._step_started: float | None = None
+
+    # -- models -------------------------------------------------------------------------------------------
+    def companions(self) -> dict[str, CompanionModel]:
+        """The frozen companion models this algorithm uses, by attribute name (override to add some)."""
+        return {}
+
+    def load_policy(self) -> nn.Module:
+        return load_causal_lm(self.policy_spec, self.hparams.dtype)
+
+    def lora_task_type(self) -> str:
+        return "CAUSAL_LM"
+
+    def configure_model(self) -> None:
+        """Build the policy and attach companions; Lightning calls this inside the strategy's context."""
+        if self.policy is not None:
+            return
+        self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        model = self.load_policy()
+        if self.hparams.disable_dropout:
+            for m in model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = 0.0
+        self.policy = prepare_trainable(model, self.hparams.lora, self.hparams.gradient_checkpointing, self.lora_task_type())
+        self.policy.train()  # from_pretrained returns eval mode
+        for provider in self.companions().values():
+            provider.attach(self)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        fmt = getattr(dm, "row_format", None)
+        if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
+            raise ConfigError(
+                f"{type(self).__name__} trains on {' or '.join(self.accepted_formats)} rows but the data has {fmt} "
+                "rows. Point data.train at suitable data, or set data.format / data.columns"
+            )
+
+    def _prepare_companions(self) -> None:
+        for provider in self.companions().values():
+            provider.prepare(self)
+
+    def on_fit_start(self) -> None:
+        self._prepare_companions()
+
+    def on_validation_start(self) -> None:
+        self._prepare_companions()
+
+    def on_test_start(self) -> None:
+        self._prepare_companions()
+
+    # -- checkpoints: frozen companions are rebuilt, not saved ------------------------------------------
+    def _transient_prefixes(self) -> list[str]:
+        return [f"{name}." for name, p in self.companions().items() if not p.persistent]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        prefixes = tuple(self._transient_prefixes())
+        if prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        prefixes = tuple(self._transient_prefixes())
+        if prefixes:
+            current = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+            checkpoint["state_dict"].update(current)
+
+    # -- log-probs and generation -------------------------------------------------------------------------
+    def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
+        return sequence_logps(self.policy, batch)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_input_ids: Tensor,
+        prompt_attention_mask: Tensor,
+        max_new_tokens: int | None = None,
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[int]]:
+        """Sample completions for left-padded prompts (KV-cached, batched); returns each completion's ids
+        up to and including EOS."""
+        max_new = max_new_tokens or max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                out = self.policy.generate(
+                    input_ids=prompt_input_ids.to(self.device),
+                    attention_mask=prompt_attention_mask.to(self.device),
+                    max_new_tokens=max_new,
+                    do_sample=do_sample,
+                    temperature=temperature if do_sample else None,
+                    top_k=top_k if do_sample else None,
+                    top_p=top_p if do_sample else None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    use_cache=True,
+                )
+        finally:
+            self.policy.train(was_training)
+        completions = []
+        eos = self.tokenizer.eos_token_id
+        for row in out[:, prompt_input_ids.shape[1] :].tolist():
+            completions.append(row[: row.index(eos) + 1] if eos in row else row)
+        return completions
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        completions = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False)
+        prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return [{"prompt": p, "response": t} for p, t in zip(prompts, texts)]
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return (loss, metrics) for a batch; metrics are logged as <stage>/<name>."""
+        raise NotImplementedError
+
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        loss, metrics = self.compute_loss(batch)
+        size = int(batch.get("num_pairs", batch["input_ids"].shape[0]))
+        on_step = stage == "train"
+        self.log_dict(
+            {f"{stage}/{k}": v.detach().float() for k, v in {"loss": loss, **metrics}.items()},
+            on_step=on_step,
+            on_epoch=not on_step,
+            prog_bar=False,
+            batch_size=size,
+            sync_dist=not on_step,
+        )
+        if on_step:
+            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=size)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step_started is None:
+            return
+        elapsed = time.perf_counter() - self._step_started
+        tokens = float(batch["attention_mask"].sum()) * self.trainer.world_size
+        self.log_dict({"perf/step_time": elapsed, "perf/tokens_per_sec": tokens / max(elapsed, 1e-9)}, on_step=True)
+
+    # -- optimization -------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if schedule != "constant" else 1
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- export -------------------------------------------------------------------------------------------
+    def model_for_export(self, merge_lora: bool = True) -> nn.Module:
+        """The policy as a plain HF model (LoRA merged into a copy) or, with merge_lora=False, as an adapter."""
+        if is_peft(self.policy) and merge_lora:
+            import copy
+
+            return copy.deepcopy(self.policy).merge_and_unload()
+        return self.policy
+
+
+def default_reference(module: PolicyModule, reference: CompanionModel | None) -> CompanionModel:
+    """The reference when none is configured: the disabled adapter for LoRA policies, else a frozen copy."""
+    from lit_pref.models.companions import DisabledAdapter, FrozenCopy
+
+    if reference is not None:
+        return reference
+    return DisabledAdapter() if module.hparams.lora is not None else FrozenCopy()

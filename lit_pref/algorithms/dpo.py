@@ -1,0 +1,68 @@
+"""Direct Preference Optimization (and the IPO / hinge variants) against a frozen reference provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lit_pref.algorithms.base import PolicyModule, default_reference
+from lit_pref.losses import DPOLossType, dpo_loss
+from lit_pref.models.companions import CompanionModel
+
+
+class DPO(PolicyModule):
+    """DPO on (prompt, chosen, rejected) rows; one forward runs chosen and rejected together.
+
+    Args:
+        beta: Strength of the implicit KL penalty (inverse temperature of the implicit reward).
+        loss_type: sigmoid (DPO), ipo (squared, on length-mean log-ratios, as the IPO authors define it), or
+            hinge (SLiC-style).
+        label_smoothing: Probability that a label is flipped (conservative DPO); sigmoid loss only.
+        reference: Companion provider of the reference log-probs: lit_pref.FrozenCopy,
+            lit_pref.DisabledAdapter, lit_pref.Precomputed or lit_pref.RefreshableCopy. Default: the disabled
+            adapter for LoRA policies, else a frozen copy of the starting policy.
+        **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
+    """
+
+    companion_args = ("reference",)
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        reference: CompanionModel | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.beta = beta
+        self.loss_type = loss_type
+        self.label_smoothing = label_smoothing
+        self.reference = default_reference(self, reference)
+
+    def companions(self):
+        return {"reference": self.reference}
+
+    def compute_loss(self, batch):
+        n = batch["num_pairs"]
+        average = self.loss_type == "ipo"
+        policy_chosen, policy_rejected = self.policy_logps(batch).split(n)
+        ref_chosen, ref_rejected = self.reference.token_logps(batch).split(n)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            policy_chosen.sequence(average),
+            policy_rejected.sequence(average),
+            ref_chosen.sequence(average),
+            ref_rejected.sequence(average),
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+        )
+        margins = chosen_rewards - rejected_rewards
+        metrics = {
+            "rewards/chosen": chosen_rewards.mean(),
+            "rewards/rejected": rejected_rewards.mean(),
+            "rewards/margins": margins.mean(),
+            "rewards/accuracies": (margins > 0).float().mean(),
+            "logps/chosen": policy_chosen.sum.detach().mean(),
+            "logps/rejected": policy_rejected.sum.detach().mean(),
+        }
+        return losses.mean(), metrics

@@ -1,0 +1,80 @@
+"""Bradley-Terry reward model: a scalar head on the last non-padding token of prompt + response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_pref.algorithms.base import PolicyModule
+from lit_pref.data.collate import sequences_batch
+from lit_pref.data.render import Renderer
+from lit_pref.losses import bradley_terry_loss
+from lit_pref.models.loading import load_sequence_scorer
+
+
+class RewardModel(PolicyModule):
+    """Trains r(x, y) on pairwise rows with -log sigma(r(y_w) - r(y_l)); scores text for other methods.
+
+    The model is the policy spec's body with a fresh scalar head (AutoModelForSequenceClassification, one
+    label), so the exported folder loads with that class anywhere. The score is read at the last token whose
+    attention mask is 1, whatever the padding side and even when the pad token is also EOS.
+
+    Args:
+        center_rewards: Coefficient of an auxiliary (r_w + r_l)^2 penalty that keeps rewards centred at 0.
+        **kwargs: Model, optimizer and length options of the common base (see PolicyModule).
+    """
+
+    def __init__(self, center_rewards: float = 0.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.center_rewards = center_rewards
+
+    def load_policy(self):
+        return load_sequence_scorer(self.policy_spec, self.hparams.dtype, pad_token_id=self.tokenizer.pad_token_id)
+
+    def lora_task_type(self) -> str:
+        return "SEQ_CLS"
+
+    def _parts(self):
+        """The HF sequence-classification model's body and head (through a LoRA wrapper if any)."""
+        model = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
+        return getattr(model, model.base_model_prefix), model.score
+
+    def scores(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """One scalar per sequence, read at its last attended position."""
+        body, head = self._parts()
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (attention_mask * positions).argmax(-1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return head(pooled).squeeze(-1).float()
+
+    def compute_loss(self, batch):
+        n = batch["num_pairs"]
+        rewards = self.scores(batch["input_ids"], batch["attention_mask"])
+        chosen, rejected = rewards[:n], rewards[n:]
+        loss = bradley_terry_loss(chosen, rejected).mean()
+        if self.center_rewards:
+            loss = loss + self.center_rewards * ((chosen + rejected) ** 2).mean()
+        margins = (chosen - rejected).detach()
+        return loss, {
+            "rewards/chosen": chosen.detach().mean(),
+            "rewards/rejected": rejected.detach().mean(),
+            "rewards/margins": margins.mean(),
+            "rewards/accuracies": (margins > 0).float().mean(),
+        }
+
+    @torch.no_grad()
+    def score_texts(self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32) -> Tensor:
+        """Rewards of (prompt, response) texts, rendered exactly as training rows are."""
+        renderer = Renderer(self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat)
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            encoded = [renderer.encode(p, r) for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])]
+            batch = sequences_batch([e[0] for e in encoded], [e[1] for e in encoded], self.tokenizer.pad_token_id)
+            out.append(self.scores(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)))
+        return torch.cat(out)
+
+    def generate(self, *args, **kwargs):
+        raise NotImplementedError("a RewardModel scores text; it does not generate")

@@ -1,0 +1,4 @@
+from lit_pref.callbacks.export import ExportHF, export_module
+from lit_pref.callbacks.samples import GenerationSamples
+
+__all__ = ["ExportHF", "GenerationSamples", "export_module"]

@@ -1,0 +1,3 @@
+from lit_pref.data.datamodule import PreferenceDataModule
+
+__all__ = ["PreferenceDataModule"]

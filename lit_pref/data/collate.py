@@ -1,0 +1,77 @@
+"""Collation: pad, mask prompt and padding with -100, and concatenate chosen + rejected for pairwise rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lit_pref.models.logprobs import IGNORE_INDEX
+
+
+def _pad(rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    if multiple_of:
+        width = -(-width // multiple_of) * multiple_of
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if left:
+            out[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        else:
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def sequences_batch(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int, multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+completion sequences with labels that score only completion tokens."""
+    seqs = [p + c for p, c in zip(prompts, completions)]
+    label_rows = [[IGNORE_INDEX] * len(p) + c for p, c in zip(prompts, completions)]
+    input_ids = _pad(seqs, pad_id, multiple_of=multiple_of)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": _pad([[1] * len(s) for s in seqs], 0, multiple_of=multiple_of),
+        "labels": _pad(label_rows, IGNORE_INDEX, multiple_of=multiple_of),
+    }
+
+
+class Collator:
+    """Builds model-ready batches for one row format.
+
+    pairwise:            input_ids/attention_mask/labels of shape (2B, T): rows 0..B-1 are prompt+chosen,
+                         rows B..2B-1 prompt+rejected (one forward serves both); `num_pairs` = B.
+    demonstration/outcome: the same for prompt+response, shape (B, T); outcome batches add `outcome`
+                         (and `propensity` when the data has it).
+    prompt:              left-padded `prompt_input_ids` / `prompt_attention_mask` ready for generation.
+    Every batch also carries `index`, the rows' positions in their dataset, and `split` (for cached log-probs).
+    """
+
+    def __init__(self, row_format: str, pad_id: int, pad_to_multiple_of: int | None = None, split: str = "train"):
+        self.row_format = row_format
+        self.split = split
+        self.pad_id = pad_id
+        self.multiple_of = pad_to_multiple_of
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        prompts = [r["prompt_ids"] for r in rows]
+        batch: dict[str, Any] = {
+            "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
+            "split": self.split,
+        }
+        if self.row_format == "pairwise":
+            completions = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
+            batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
+            batch["num_pairs"] = len(rows)
+        elif self.row_format in ("demonstration", "outcome"):
+            batch.update(sequences_batch(prompts, [r["response_ids"] for r in rows], self.pad_id, self.multiple_of))
+            if self.row_format == "outcome":
+                batch["outcome"] = torch.tensor([r["outcome"] for r in rows], dtype=torch.float32)
+                if rows[0].get("propensity") is not None:
+                    batch["propensity"] = torch.tensor([r["propensity"] for r in rows], dtype=torch.float32)
+        if self.row_format == "prompt" or "prompt_text" in rows[0]:
+            batch["prompt_input_ids"] = _pad(prompts, self.pad_id, left=True)
+            batch["prompt_attention_mask"] = _pad([[1] * len(p) for p in prompts], 0, left=True)
+        if rows[0].get("preference") is not None:
+            batch["preference"] = [r["preference"] for r in rows]
+        return batch

@@ -1,0 +1,282 @@
+"""The one preference LightningDataModule every method shares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from lit_pref.data.collate import Collator
+from lit_pref.data.loader import EpochShuffleSampler, ResumableDataLoader
+from lit_pref.data.render import Renderer
+from lit_pref.data.schema import FormatOption, RowFormat, check_columns, detect_format, resolve_columns, validate_row
+from lit_pref.data.sources import load_source
+from lit_pref.errors import DataError
+from lit_pref.models.loading import load_tokenizer
+
+# Bump when the encoding of rows into token ids changes, so cached log-probs keyed on it are not reused.
+ENCODING_VERSION = 1
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A hash of everything about a tokenizer that changes token ids."""
+    payload = json.dumps(
+        [tokenizer.get_vocab(), tokenizer.all_special_tokens, getattr(tokenizer, "chat_template", None)],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class PreferenceDataModule(pl.LightningDataModule):
+    """Loads, validates, renders and batches rows for every lit_pref method.
+
+    Args:
+        tokenizer: Tokenizer (and, unless the model says otherwise, policy) to use: a local Hugging Face
+            folder, a hub name, or 'builtin:tiny'. Linked to the model's `tokenizer`.
+        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name', or
+            'python:package.module:function'.
+        val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
+        test: Test rows (used by `test`), same kinds as `train`.
+        predict: Prompt rows for `predict` (generation), same kinds as `train`.
+        format: Row format: pairwise (prompt, chosen, rejected), demonstration (prompt, response), outcome
+            (prompt optional, response or text, outcome, propensity optional), prompt (prompt, preference
+            optional), or auto to detect it from the columns.
+        columns: Map from field name (prompt, chosen, rejected, response, outcome, propensity, preference) to
+            the column that holds it, for data whose columns are named differently.
+        text_as_chat: Wrap plain-string rows as a user turn and an assistant turn and render them with the
+            tokenizer's chat template (message-list rows always use it).
+        max_length: Maximum tokens of prompt + response; responses are cut at the end to fit.
+        max_prompt_length: Maximum prompt tokens; longer prompts keep their end.
+        val_fraction: Fraction of `train` held out for validation when `val` is not given.
+        train_split: Split name for hub training sources.
+        val_split: Split name for hub validation sources.
+        batch_size: Rows (pairs, for pairwise data) per training batch.
+        eval_batch_size: Rows per validation/test batch (default: batch_size).
+        shuffle: Shuffle training rows (a seeded permutation per epoch).
+        seed: Seed of the shuffling and of the validation hold-out.
+        num_workers: DataLoader worker processes.
+        pad_to_multiple_of: Pad sequence length up to a multiple of this (e.g. 8 for tensor cores).
+        max_rows: Use only the first N rows of each source (for quick experiments).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str = "builtin:tiny",
+        train: str | list[str] | None = None,
+        val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
+        predict: str | list[str] | None = None,
+        format: FormatOption = "auto",
+        columns: dict[str, str] | None = None,
+        text_as_chat: bool = False,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        val_fraction: float = 0.0,
+        train_split: str = "train",
+        val_split: str = "test",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+        pad_to_multiple_of: int | None = None,
+        max_rows: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 <= val_fraction < 1:
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.tokenizer_spec = tokenizer
+        self.sources = {"train": train, "val": val, "test": test, "predict": predict}
+        self.format_option = format
+        self.columns = resolve_columns(columns)
+        self.text_as_chat = text_as_chat
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.val_fraction = val_fraction
+        self.splits = {"train": train_split, "val": val_split, "test": val_split, "predict": val_split}
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_rows = max_rows
+        self.tokenizer = None
+        self.row_format: RowFormat | None = None
+        self.datasets: dict[str, Any] = {}
+        self.fingerprints: dict[str, str] = {}
+        self._train_loader: ResumableDataLoader | None = None
+
+    # -- loading ------------------------------------------------------------------------------------------
+    def _renderer(self) -> Renderer:
+        return Renderer(self.tokenizer, self.max_length, self.max_prompt_length, self.text_as_chat)
+
+    def _settings_key(self) -> str:
+        settings = [
+            ENCODING_VERSION,
+            tokenizer_identity(self.tokenizer),
+            self.columns,
+            self.text_as_chat,
+            self.max_length,
+            self.max_prompt_length,
+            self.max_rows,
+        ]
+        return json.dumps(settings, sort_keys=True, default=str)
+
+    def _encode_source(self, spec: str, split: str, fmt_option: str):
+        """Load one source, check its columns, validate + tokenize every row, drop empty responses."""
+        raw = load_source(spec, split)
+        if self.max_rows is not None:
+            raw = raw.select(range(min(self.max_rows, len(raw))))
+        available = set(raw.column_names)
+        fmt = detect_format(available, self.columns, spec) if fmt_option == "auto" else fmt_option
+        mapping = check_columns(fmt, self.columns, available, spec)
+        renderer = self._renderer()
+
+        def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
+            example = validate_row(row, fmt, mapping, spec, index)
+            hint = example.chosen if fmt == "pairwise" else example.response
+            out: dict[str, Any] = {"source_row": index, "prompt_ids": renderer.prompt_ids(example.prompt, hint)}
+            if fmt == "pairwise":
+                out["chosen_ids"] = renderer.truncate_completion(
+                    out["prompt_ids"], renderer.completion_ids(example.prompt, example.chosen)
+                )
+                out["rejected_ids"] = renderer.truncate_completion(
+                    out["prompt_ids"], renderer.completion_ids(example.prompt, example.rejected)
+                )
+                out["keep"] = bool(out["chosen_ids"]) and bool(out["rejected_ids"])
+            elif fmt in ("demonstration", "outcome"):
+                out["prompt_ids"], out["response_ids"] = renderer.encode(example.prompt, example.response)
+                out["keep"] = bool(out["response_ids"])
+                if fmt == "outcome":
+                    out["outcome"] = example.outcome
+                    out["propensity"] = example.propensity
+            else:
+                out["keep"] = True
+                out["prompt_text"] = json.dumps(example.prompt)
+                out["preference"] = example.preference
+            return out
+
+        fingerprint = hashlib.sha256(f"{raw._fingerprint}|{fmt}|{self._settings_key()}".encode()).hexdigest()[:16]
+        encoded = raw.map(
+            encode,
+            with_indices=True,
+            remove_columns=raw.column_names,
+            new_fingerprint=fingerprint,
+            desc=f"Tokenizing {spec}",
+        )
+        kept = encoded.filter(lambda keep: keep, input_columns="keep", new_fingerprint=fingerprint + "k")
+        dropped = len(encoded) - len(kept)
+        if dropped:
+            rank_zero_info(
+                f"lit_pref: dropped {dropped} of {len(encoded)} rows of {spec} whose response was empty after "
+                f"truncation to max_length={self.max_length} (max_prompt_length={self.max_prompt_length})"
+            )
+        if not len(kept):
+            raise DataError(f"{spec}: no usable rows (all {len(encoded)} dropped). Raise data.max_length")
+        return fmt, kept.remove_columns("keep"), fingerprint
+
+    def _load_stage(self, stage: str):
+        spec = self.sources[stage]
+        specs = [spec] if isinstance(spec, str) else list(spec)
+        import datasets
+
+        parts, fingerprints, formats = [], [], set()
+        fmt_option = "prompt" if stage == "predict" and self.format_option == "auto" else self.format_option
+        for s in specs:
+            fmt, ds, fp = self._encode_source(s, self.splits[stage], fmt_option)
+            parts.append(ds)
+            fingerprints.append(fp)
+            formats.add(fmt)
+        if len(formats) > 1:
+            raise DataError(f"data.{stage}: its sources have different row formats {sorted(formats)}; use one format")
+        ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        return formats.pop(), ds, hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:16]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
+        for name in wanted.get(stage, ["train", "val", "test", "predict"]):
+            if name in self.datasets or (self.sources[name] is None and name != "val"):
+                continue
+            if name == "val" and self.sources["val"] is None:
+                self._hold_out_validation()
+                continue
+            fmt, ds, fp = self._load_stage(name)
+            if name != "predict":
+                self._set_format(fmt, name)
+            self.datasets[name] = ds.add_column("index", list(range(len(ds))))
+            self.fingerprints[name] = fp
+        if stage == "fit" and "train" not in self.datasets:
+            raise DataError("data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'")
+
+    def _set_format(self, fmt: RowFormat, name: str) -> None:
+        if self.row_format is not None and fmt != self.row_format:
+            raise DataError(f"data.{name} has {fmt} rows but the other splits have {self.row_format} rows")
+        self.row_format = fmt
+
+    def _hold_out_validation(self) -> None:
+        if "train" not in self.datasets:
+            if self.sources["train"] is None:
+                return
+            fmt, ds, fp = self._load_stage("train")
+            self._set_format(fmt, "train")
+            self.datasets["train"], self.fingerprints["train"] = ds, fp
+        if self.val_fraction <= 0:
+            return
+        train = self.datasets["train"]
+        if "index" in train.column_names:
+            train = train.remove_columns("index")
+        split = train.train_test_split(test_size=self.val_fraction, seed=self.seed, shuffle=True)
+        for name, ds in (("train", split["train"]), ("val", split["test"])):
+            self.datasets[name] = ds.add_column("index", list(range(len(ds))))
+            self.fingerprints[name] = hashlib.sha256(
+                f"{self.fingerprints['train']}|{name}|{self.val_fraction}|{self.seed}".encode()
+            ).hexdigest()[:16]
+        rank_zero_info(f"lit_pref: held out {len(split['test'])} of {len(train)} training rows for validation")
+
+    # -- loaders ------------------------------------------------------------------------------------------
+    def collator(self, split: str = "train", row_format: str | None = None) -> Collator:
+        fmt = row_format or self.row_format
+        return Collator(fmt, self.tokenizer.pad_token_id, self.pad_to_multiple_of, split)
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        ds = self.datasets["train"]
+        if len(ds) < self.batch_size:
+            raise DataError(f"data.train has {len(ds)} rows, fewer than data.batch_size={self.batch_size}")
+        self._train_loader = ResumableDataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(ds), self.seed, self.shuffle),
+            collate_fn=self.collator("train"),
+            num_workers=self.num_workers,
+            drop_last=True,
+        )
+        return self._train_loader
+
+    def _eval_loader(self, name: str, row_format: str | None = None) -> DataLoader | list:
+        if name not in self.datasets:
+            return []
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self.collator(name, row_format),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
+
+    def predict_dataloader(self):
+        return self._eval_loader("predict", "prompt")

@@ -1,0 +1,202 @@
+"""Row formats, column mapping and validation.
+
+A row becomes an `Example` whose text fields are either plain strings or conversational message lists
+(`[{"role": ..., "content": ...}, ...]`). Every problem is reported with the source, row index and column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lit_pref.errors import DataError, row_error
+
+RowFormat = Literal["pairwise", "demonstration", "outcome", "prompt"]
+FormatOption = Literal["auto", "pairwise", "demonstration", "outcome", "prompt"]
+Text = str | list[dict[str, str]]
+
+DEFAULT_COLUMNS = {
+    "prompt": "prompt",
+    "chosen": "chosen",
+    "rejected": "rejected",
+    "response": "response",
+    "outcome": "outcome",
+    "propensity": "propensity",
+    "preference": "preference",
+}
+# The outcome format also accepts a `text` column (a whole text with no prompt), as direct-outcome datasets do.
+TEXT_FALLBACK = "text"
+
+REQUIRED = {
+    "pairwise": ("chosen", "rejected"),
+    "demonstration": ("prompt", "response"),
+    "outcome": ("response", "outcome"),
+    "prompt": ("prompt",),
+}
+OPTIONAL = {
+    "pairwise": ("prompt",),
+    "demonstration": (),
+    "outcome": ("prompt", "propensity"),
+    "prompt": ("preference",),
+}
+
+
+@dataclass
+class Example:
+    """One validated row. `prompt` is "" when the row has none (outcome texts)."""
+
+    prompt: Text
+    chosen: Text | None = None
+    rejected: Text | None = None
+    response: Text | None = None
+    outcome: float | None = None
+    propensity: float | None = None
+    preference: str | None = None
+
+
+def resolve_columns(columns: dict[str, str] | None) -> dict[str, str]:
+    unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
+    if unknown:
+        raise DataError(
+            f"data.columns has unknown field(s) {sorted(unknown)}: the fields are {sorted(DEFAULT_COLUMNS)}, "
+            "each mapped to a column name of your data"
+        )
+    return {**DEFAULT_COLUMNS, **(columns or {})}
+
+
+def detect_format(available: set[str], columns: dict[str, str], source: str) -> RowFormat:
+    """Pick the row format from the columns a source has."""
+    if columns["chosen"] in available and columns["rejected"] in available:
+        return "pairwise"
+    if columns["outcome"] in available:
+        return "outcome"
+    if columns["response"] in available:
+        return "demonstration"
+    if columns["prompt"] in available:
+        return "prompt"
+    raise DataError(
+        f"{source}: cannot tell the row format from its columns {sorted(available)}. Expected pairwise "
+        "(prompt, chosen, rejected), demonstration (prompt, response), outcome (text or response, outcome) "
+        "or prompt-only (prompt). Set data.format, and data.columns if your column names differ."
+    )
+
+
+def field_column(field: str, fmt: RowFormat, columns: dict[str, str], available: set[str]) -> str:
+    name = columns[field]
+    if field == "response" and fmt == "outcome" and name not in available and TEXT_FALLBACK in available:
+        return TEXT_FALLBACK
+    return name
+
+
+def check_columns(fmt: RowFormat, columns: dict[str, str], available: set[str], source: str) -> dict[str, str]:
+    """Map each field the format uses to the column that holds it; raise if a required one is missing."""
+    mapping = {}
+    for field in REQUIRED[fmt]:
+        name = field_column(field, fmt, columns, available)
+        if name not in available:
+            raise DataError(
+                f"{source}: the {fmt} format needs a column '{name}' (field '{field}') but the columns are "
+                f"{sorted(available)}. Rename the column or map it with data.columns: {{{field}: <your column>}}."
+            )
+        mapping[field] = name
+    for field in OPTIONAL[fmt]:
+        name = field_column(field, fmt, columns, available)
+        if name in available:
+            mapping[field] = name
+    return mapping
+
+
+def _check_text(value: Any, source: str, row: int, column: str, allow_empty: bool = False) -> Text:
+    if isinstance(value, str):
+        if not value and not allow_empty:
+            raise row_error(source, row, column, "the text is empty", "Remove the row or fill the column")
+        return value
+    if isinstance(value, list) and value:
+        for i, message in enumerate(value):
+            if (
+                not isinstance(message, dict)
+                or not isinstance(message.get("role"), str)
+                or not isinstance(message.get("content"), str)
+            ):
+                raise row_error(
+                    source,
+                    row,
+                    column,
+                    f"message {i} is {message!r}, not a {{'role': str, 'content': str}} dict",
+                    "Give a string or a list of {role, content} messages",
+                )
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    if value is None:
+        raise row_error(source, row, column, "the value is missing (null)", "Fill the column or remove the row")
+    raise row_error(
+        source,
+        row,
+        column,
+        f"expected a string or a list of {{role, content}} messages, got {type(value).__name__} {value!r:.60}",
+        "Fix the value's type",
+    )
+
+
+def _check_number(value: Any, source: str, row: int, column: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise row_error(source, row, column, f"expected a number, got {type(value).__name__} {value!r:.60}", "Fix the value")
+    if not math.isfinite(value):
+        raise row_error(source, row, column, f"the number is {value}", "Outcomes must be finite: fix or drop the row")
+    return float(value)
+
+
+def _split_implicit_prompt(chosen: Text, rejected: Text, source: str, row: int) -> tuple[Text, Text, Text]:
+    """Conversational pairs given as whole conversations: the shared leading messages are the prompt."""
+    if not (isinstance(chosen, list) and isinstance(rejected, list)):
+        raise row_error(
+            source, row, "prompt", "the row has no prompt and its chosen/rejected are plain strings",
+            "Add a prompt column, or give chosen/rejected as whole conversations that share their first messages",
+        )
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0 or shared == len(chosen) or shared == len(rejected):
+        raise row_error(
+            source, row, "chosen", "chosen and rejected share no leading prompt messages, or one has no reply",
+            "Give an explicit prompt column",
+        )
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def validate_row(row: dict[str, Any], fmt: RowFormat, mapping: dict[str, str], source: str, index: int) -> Example:
+    """Check one raw row against its format and return it as an Example."""
+    prompt_col = mapping.get("prompt")
+    if fmt == "pairwise":
+        chosen = _check_text(row[mapping["chosen"]], source, index, mapping["chosen"])
+        rejected = _check_text(row[mapping["rejected"]], source, index, mapping["rejected"])
+        if prompt_col is None or row.get(prompt_col) is None:
+            prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index)
+        else:
+            prompt = _check_text(row[prompt_col], source, index, prompt_col)
+        return Example(prompt=prompt, chosen=chosen, rejected=rejected)
+    if fmt == "demonstration":
+        return Example(
+            prompt=_check_text(row[prompt_col], source, index, prompt_col),
+            response=_check_text(row[mapping["response"]], source, index, mapping["response"]),
+        )
+    if fmt == "outcome":
+        prompt = "" if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
+        example = Example(
+            prompt=_check_text(prompt, source, index, prompt_col or "prompt", allow_empty=True),
+            response=_check_text(row[mapping["response"]], source, index, mapping["response"]),
+            outcome=_check_number(row[mapping["outcome"]], source, index, mapping["outcome"]),
+        )
+        if "propensity" in mapping:
+            propensity = _check_number(row[mapping["propensity"]], source, index, mapping["propensity"])
+            if not 0 < propensity <= 1:
+                raise row_error(
+                    source, index, mapping["propensity"], f"propensity {propensity} is outside (0, 1]",
+                    "Propensities are assignment probabilities: fix the value",
+                )
+            example.propensity = propensity
+        return example
+    preference = row.get(mapping["preference"]) if "preference" in mapping else None
+    if preference is not None and not isinstance(preference, str):
+        raise row_error(source, index, mapping["preference"], f"expected a string, got {preference!r:.60}", "Fix the value")
+    return Example(prompt=_check_text(row[prompt_col], source, index, prompt_col), preference=preference)

@@ -1,0 +1,60 @@
+"""Where rows come from: local files, a hub dataset, or a Python function. Each loads to a `datasets.Dataset`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from lit_pref.errors import DataError
+
+FILE_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _load_file(path: str):
+    import datasets
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_LOADERS:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(FILE_LOADERS)}")
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file. Check the path (relative paths start at the working directory)")
+    try:
+        return datasets.load_dataset(FILE_LOADERS[suffix], data_files=path, split="train")
+    except Exception as exc:  # datasets wraps parser errors; surface the root cause with the file name
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise DataError(f"{path}: could not be parsed as {suffix[1:]}: {cause}. Fix the file") from exc
+
+
+def _load_python(target: str):
+    import datasets
+
+    module_name, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"python:{target}: cannot import it ({exc}); give 'python:package.module:function'") from exc
+    rows = fn()
+    if isinstance(rows, datasets.Dataset):
+        return rows
+    rows = list(rows)
+    if not rows:
+        raise DataError(f"python:{target} returned no rows")
+    return datasets.Dataset.from_list(rows)
+
+
+def load_source(spec: str, split: str):
+    """Load one source spec:
+
+    - `path/to/file.jsonl` (also .json, .parquet, .csv)
+    - `hub:owner/name` (needs network; `split` picks the split)
+    - `python:package.module:function` (a function returning a list of row dicts or a Dataset)
+    """
+    if spec.startswith("hub:"):
+        import datasets
+
+        return datasets.load_dataset(spec[4:], split=split)
+    if spec.startswith("python:"):
+        return _load_python(spec[7:])
+    return _load_file(spec)

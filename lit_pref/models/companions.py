@@ -1,0 +1,267 @@
+"""Frozen companion models: "a model whose log-probs we need but never train".
+
+Reference (DPO), magnet (MPO), previous iterate (IRFT/SPIN), weak models (WSPO) and base model f0 (CausalPO)
+all go through this one interface. A provider is an `nn.Module` registered on the algorithm module, so it
+follows the policy's device and sharding, and says itself whether its weights belong in checkpoints.
+
+- FrozenCopy:       own frozen weights (a copy of the starting policy, or another model given by path).
+- DisabledAdapter:  the LoRA policy with its adapter switched off (no extra memory).
+- Precomputed:      log-probs of another provider computed once per dataset and cached on disk, keyed by
+                    dataset fingerprint + model identity; the model is freed afterwards.
+- RefreshableCopy:  a copy that a callback refreshes from the policy (hard copy or EMA); saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from lit_pref.errors import ConfigError
+from lit_pref.models.loading import DType, is_peft, load_causal_lm
+from lit_pref.models.logprobs import TokenLogps, sequence_logps
+from lit_pref.models.tiny import cache_root
+
+if TYPE_CHECKING:
+    from lit_pref.algorithms.base import PolicyModule
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def frozen_copy_of_policy(policy: nn.Module) -> nn.Module:
+    """A frozen copy of the policy's current weights, LoRA merged so the copy runs at plain-model cost."""
+    clone = copy.deepcopy(policy)
+    if is_peft(clone):
+        clone = clone.merge_and_unload()
+    return _freeze(clone)
+
+
+def model_identity(model: nn.Module, name: str) -> str:
+    """Cheap fingerprint of a model's weights: name, shapes and a sample of every parameter."""
+    h = hashlib.sha256(name.encode())
+    for key, p in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class CompanionModel(nn.Module):
+    """Base class: something that gives per-token log-probs of a batch from a frozen model."""
+
+    #: whether this provider's weights are written to (and read from) checkpoints
+    persistent = False
+
+    def attach(self, owner: PolicyModule) -> None:
+        """Build or bind the frozen model once the policy exists (called from `configure_model`)."""
+
+    def prepare(self, owner: PolicyModule) -> None:
+        """Runs when training/evaluation starts, with data and devices ready (precomputation hooks in here)."""
+
+    def token_logps(self, batch: dict) -> TokenLogps:
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """A string that changes whenever this provider's log-probs would change."""
+        raise NotImplementedError
+
+
+class FrozenCopy(CompanionModel):
+    """A frozen model with its own weights.
+
+    Args:
+        model: Path/hub name/'builtin:tiny' of the model to load; if unset, a copy of the policy as it is when
+            training starts (the usual DPO reference).
+        dtype: Weight dtype when loading `model`.
+    """
+
+    def __init__(self, model: str | None = None, dtype: DType = "float32"):
+        super().__init__()
+        self.model_spec = model
+        self.dtype = dtype
+        self.model: nn.Module | None = None
+
+    def attach(self, owner: PolicyModule) -> None:
+        if self.model is None:
+            self.model = (
+                _freeze(load_causal_lm(self.model_spec, self.dtype))
+                if self.model_spec
+                else frozen_copy_of_policy(owner.policy)
+            )
+
+    @torch.no_grad()
+    def token_logps(self, batch: dict) -> TokenLogps:
+        return sequence_logps(self.model, batch)
+
+    def identity(self) -> str:
+        return model_identity(self.model, self.model_spec or "policy-copy")
+
+
+class DisabledAdapter(CompanionModel):
+    """The LoRA policy with its adapter disabled: the base model, at no extra memory (needs `lora` set)."""
+
+    def attach(self, owner: PolicyModule) -> None:
+        if not is_peft(owner.policy):
+            raise ConfigError(
+                "DisabledAdapter needs a LoRA policy: set model.init_args.lora (e.g. add --config configs/lora.yaml) "
+                "or use lit_pref.FrozenCopy as the companion model"
+            )
+        object.__setattr__(self, "_policy", owner.policy)  # not a submodule: the policy is saved by its owner
+
+    @torch.no_grad()
+    def token_logps(self, batch: dict) -> TokenLogps:
+        policy = self._policy
+        was_training = policy.training
+        policy.eval()
+        try:
+            with policy.disable_adapter():
+                return sequence_logps(policy, batch)
+        finally:
+            policy.train(was_training)
+
+    def identity(self) -> str:
+        return model_identity(self._policy.get_base_model(), "disabled-adapter")
+
+
+class RefreshableCopy(CompanionModel):
+    """A frozen copy of the policy that callbacks refresh (magnet, previous iterate, synced reference).
+
+    Its weights and refresh counter are saved in checkpoints, so a resumed run continues identically.
+    """
+
+    persistent = True
+
+    def __init__(self):
+        super().__init__()
+        self.model: nn.Module | None = None
+        self.register_buffer("refreshes", torch.zeros((), dtype=torch.long))
+
+    def attach(self, owner: PolicyModule) -> None:
+        if self.model is None:
+            self.model = _freeze(copy.deepcopy(owner.policy))
+
+    @torch.no_grad()
+    def refresh_from(self, policy: nn.Module) -> None:
+        """Hard refresh: copy the policy's current weights."""
+        for mine, theirs in zip(self.model.parameters(), policy.parameters(), strict=True):
+            mine.copy_(theirs)
+        self.refreshes += 1
+
+    @torch.no_grad()
+    def ema_update(self, policy: nn.Module, decay: float) -> None:
+        """Parameter EMA: w <- decay * w + (1 - decay) * w_policy."""
+        for mine, theirs in zip(self.model.parameters(), policy.parameters(), strict=True):
+            mine.lerp_(theirs, 1.0 - decay)
+        self.refreshes += 1
+
+    @torch.no_grad()
+    def token_logps(self, batch: dict) -> TokenLogps:
+        return sequence_logps(self.model, batch)
+
+    def identity(self) -> str:
+        return model_identity(self.model, f"refreshable-{int(self.refreshes)}")
+
+
+class Precomputed(CompanionModel):
+    """Log-probs of another provider, computed once per dataset split and cached on disk.
+
+    The cache file is named by the split's dataset fingerprint and the source model's identity, so a changed
+    dataset, tokenizer, length limit or model never reuses stale values. The source model is freed after the
+    pass, so training runs the policy alone.
+
+    Args:
+        source: The provider whose log-probs are cached (default: a frozen copy of the starting policy).
+        cache_dir: Folder for cache files (default: $LIT_PREF_CACHE/logps).
+        batch_size: Rows per forward during precomputation.
+    """
+
+    def __init__(self, source: CompanionModel | None = None, cache_dir: str | None = None, batch_size: int = 16):
+        super().__init__()
+        if isinstance(source, RefreshableCopy):
+            raise ConfigError(
+                "Precomputed cannot wrap a RefreshableCopy: cached log-probs would go stale at every refresh. "
+                "Use RefreshableCopy directly, or cache a FrozenCopy/DisabledAdapter"
+            )
+        self.source = source if source is not None else FrozenCopy()
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "logps"
+        self.batch_size = batch_size
+        self.tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._identity: str | None = None
+
+    def attach(self, owner: PolicyModule) -> None:
+        self.source.attach(owner)
+
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = self.source.identity()
+        return self._identity
+
+    def prepare(self, owner: PolicyModule) -> None:
+        dm = owner.trainer.datamodule
+        for split, dataset in dm.datasets.items():
+            if split in self.tables or split == "predict":
+                continue
+            path = self.cache_dir / f"{dm.fingerprints[split]}-{self.identity()}.pt"
+            if path.exists():
+                self.tables[split] = torch.load(path)
+                rank_zero_info(f"lit_pref: read cached log-probs of {split} from {path}")
+                continue
+            self.tables[split] = self._compute(owner, dm, split, dataset)
+            self._save(self.tables[split], path)
+        if hasattr(self.source, "model") and all(s in self.tables for s in dm.datasets if s != "predict"):
+            self.source.model = None  # every split is cached: free the source weights
+
+    @torch.no_grad()
+    def _compute(self, owner, dm, split, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat per-token values plus offsets: segment k of row i is [offsets[i*K+k], offsets[i*K+k+1])."""
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, collate_fn=dm.collator(split))
+        per_row: list[list[torch.Tensor]] = []
+        for batch in loader:
+            batch = {k: v.to(owner.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            out = self.source.token_logps(batch)
+            values = [out.logps[r][out.mask[r].bool()].float().cpu() for r in range(out.logps.shape[0])]
+            n = len(batch["index"])
+            k = len(values) // n
+            per_row.extend([values[i + j * n] for j in range(k)] for i in range(n))
+        segments = [seg for row in per_row for seg in row]
+        lengths = torch.tensor([0] + [len(s) for s in segments])
+        rank_zero_info(f"lit_pref: precomputed companion log-probs of {len(per_row)} {split} rows")
+        return torch.cat(segments), lengths.cumsum(0)
+
+    @staticmethod
+    def _save(table, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+        os.close(fd)
+        torch.save(table, tmp)
+        os.replace(tmp, path)  # atomic: readers never see a half-written cache
+
+    def token_logps(self, batch: dict) -> TokenLogps:
+        split = batch.get("split")
+        if split not in self.tables:
+            raise ConfigError(f"Precomputed log-probs are missing for split {split!r}; was prepare() run?")
+        values, offsets = self.tables[split]
+        mask = batch["labels"][:, 1:] != -100
+        index = batch["index"].tolist()
+        n, k = len(index), mask.shape[0] // len(index)
+        segments = [values[offsets[i * k + j] : offsets[i * k + j + 1]] for j in range(k) for i in index]
+        flat = torch.cat(segments).to(mask.device)
+        if flat.numel() != int(mask.sum()):
+            raise ConfigError(
+                "cached log-probs do not match this batch's response tokens: the cache is stale. Delete "
+                f"{self.cache_dir} and rerun"
+            )
+        logps = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        logps[mask] = flat
+        return TokenLogps(logps, mask.float())

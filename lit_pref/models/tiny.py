@@ -1,0 +1,157 @@
+"""`builtin:tiny`: a small Llama-style causal LM and byte-level BPE tokenizer, built locally in seconds.
+
+Nothing is downloaded. The tokenizer is trained on a corpus generated here from a fixed word list, the model
+is initialized from a fixed seed, and both are saved as a standard Hugging Face folder (atomically, under the
+lit_pref cache) that `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load like any other.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+BUILTIN_PREFIX = "builtin:"
+TINY_VERSION = "tiny-v1"
+
+SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>"]
+# Every message is <|role|>content<|end|>; <|end|> is the EOS token, so generation stops after one turn.
+CHAT_TEMPLATE = (
+    "{{ '<|bos|>' }}{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+_WORDS = """
+the a an and or but so of to in on at for with from by about as is are was were be been being it this that these
+those i you he she we they me my your our their its not no yes very really quite too also just only more most less
+least than then there here what which who how why when where can could will would should may might must do does did
+have has had get got make made take took give gave go went come came see saw say said know knew think thought feel
+felt look looked use used find found work worked try tried write wrote read review line one two three four five six
+seven eight nine ten first last new old good great excellent wonderful amazing fantastic lovely nice fine pleasant
+perfect brilliant superb delightful happy glad love loved like liked enjoy enjoyed recommend best better beautiful
+bad terrible awful horrible poor worst worse disappointing boring ugly broken sad angry hate hated dislike useless
+annoying cheap flimsy slow fast quick solid sturdy reliable comfortable simple easy hard difficult heavy light small
+large big little long short clean dirty quiet loud bright dark warm cold soft sharp smooth rough fresh stale okay
+average ordinary plain decent mediocre neutral normal standard typical usual regular camera phone laptop kettle
+lamp chair table book movie album jacket backpack bicycle blender toaster headphones speaker keyboard mouse monitor
+watch umbrella tent mattress pillow blanket mug bottle knife pan oven fridge printer router tablet charger cable
+shoes boots hat scarf gloves coffee tea bread pizza pasta soup salad hotel restaurant cafe museum park game toy
+product item thing price quality battery screen sound picture design size color colour weight build service delivery
+package box user assistant answer question add plus minus times equals number sum result word words sentence story
+day week month year time today yesterday tomorrow morning evening night people person friend family child children
+man woman world city home house room door window car road water food music art film song show place way part
+because if while after before during until since although though however therefore still yet again always never
+often sometimes usually maybe perhaps almost enough every each all some any many much few several other another same
+different whole half full empty open closed high low right wrong true false left up down out over under into onto
+""".split()
+
+
+def _corpus(seed: int = 0, n_sentences: int = 6000) -> list[str]:
+    """Deterministic training text: the word list plus random sentences, numbers and chat-like lines."""
+    rng = random.Random(seed)
+    lines = [" ".join(_WORDS[i : i + 12]) for i in range(0, len(_WORDS), 12)]
+    for _ in range(n_sentences):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 14))]
+        sentence = " ".join(words).capitalize() + rng.choice([".", "!", "?", ","])
+        lines.append(sentence)
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        lines.append(f"What is {a} plus {b}? The answer is {a + b}.")
+    return lines
+
+
+def cache_root() -> Path:
+    """Where built-in artifacts live: $LIT_PREF_CACHE, else ~/.cache/lit_pref."""
+    return Path(os.environ.get("LIT_PREF_CACHE", Path.home() / ".cache" / "lit_pref"))
+
+
+def _build_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<|unk|>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
+        model_max_length=512,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(folder)
+    return hf
+
+
+def _build_model(folder: Path, tokenizer) -> None:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(folder)
+
+
+def build_tiny(folder: str | Path) -> Path:
+    """Build the tiny tokenizer + model into `folder` (written to a temp dir, then renamed into place)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        tokenizer = _build_tokenizer(tmp)
+        _build_model(tmp, tokenizer)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: keep theirs
+            if not (folder / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def resolve_model_path(spec: str) -> str:
+    """Turn `builtin:tiny` into the cached folder (building it on first use); other specs pass through."""
+    if not spec.startswith(BUILTIN_PREFIX):
+        return spec
+    name = spec[len(BUILTIN_PREFIX) :]
+    if name != "tiny":
+        from lit_pref.errors import ConfigError
+
+        raise ConfigError(f"unknown built-in model {spec!r}: the built-in models are 'builtin:tiny'")
+    folder = cache_root() / "models" / TINY_VERSION
+    if not (folder / "config.json").exists():
+        build_tiny(folder)
+    return str(folder)
