@@ -65,6 +65,7 @@ class PolicyModule(pl.LightningModule):
         self.save_hyperparameters(ignore=list(self.companion_args))
         self.tokenizer_spec = tokenizer
         self.policy_spec = policy or tokenizer
+        self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
         self._step_started: float | None = None
@@ -90,7 +91,7 @@ class PolicyModule(pl.LightningModule):
             for m in model.modules():
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
-        self.policy = prepare_trainable(model, self.hparams.lora, self.hparams.gradient_checkpointing, self.lora_task_type())
+        self.policy = prepare_trainable(model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type())
         self.policy.train()  # from_pretrained returns eval mode
         for provider in self.companions().values():
             provider.attach(self)
@@ -259,4 +260,4 @@ def default_reference(module: PolicyModule, reference: CompanionModel | None) ->
 
     if reference is not None:
         return reference
-    return DisabledAdapter() if module.hparams.lora is not None else FrozenCopy()
+    return DisabledAdapter() if module.lora is not None else FrozenCopy()
