@@ -4,7 +4,14 @@ from lit_pref.algorithms import DPO, SFT, PolicyModule, RewardModel
 from lit_pref.callbacks import ExportHF, GenerationSamples
 from lit_pref.data import PreferenceDataModule
 from lit_pref.errors import ConfigError, DataError, LitPrefError
-from lit_pref.models import CompanionModel, DisabledAdapter, FrozenCopy, LoraSettings, Precomputed, RefreshableCopy
+from lit_pref.models import (
+    CompanionModel,
+    DisabledAdapter,
+    FrozenCopy,
+    LoraSettings,
+    Precomputed,
+    RefreshableCopy,
+)
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,9 @@ from torch import Tensor
 DPOLossType = Literal["sigmoid", "ipo", "hinge"]
 
 
-def sft_nll(token_logps: Tensor, mask: Tensor, reduction: Literal["token_mean", "sequence_sum"] = "token_mean") -> Tensor:
+def sft_nll(
+    token_logps: Tensor, mask: Tensor, reduction: Literal["token_mean", "sequence_sum"] = "token_mean"
+) -> Tensor:
     """Negative log-likelihood of the response tokens (scalar).
 
     token_mean: mean over every response token in the batch; sequence_sum: summed NLL per sequence, averaged
@@ -60,6 +62,8 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def bradley_terry_loss(chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float = 0.0) -> Tensor:
+def bradley_terry_loss(
+    chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float = 0.0
+) -> Tensor:
     """Reward-model loss per pair: -log sigma(r(y_w) - r(y_l) - margin)."""
     return -F.logsigmoid(chosen_scores - rejected_scores - margin)

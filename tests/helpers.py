@@ -9,7 +9,9 @@ import lit_pref
 from tests.conftest import DATA
 
 
-def data_module(kind: str = "pairs", max_rows: int = 96, batch_size: int = 16, **kwargs) -> lit_pref.PreferenceDataModule:
+def data_module(
+    kind: str = "pairs", max_rows: int = 96, batch_size: int = 16, **kwargs
+) -> lit_pref.PreferenceDataModule:
     kwargs.setdefault("val", str(DATA / f"reviews_{kind}_val.jsonl"))
     return lit_pref.PreferenceDataModule(
         train=str(DATA / f"reviews_{kind}_train.jsonl"),

@@ -30,7 +30,9 @@ def run(ckpt_dir: Path, steps: int, ckpt_path=None, reference=None):
 def test_resume_mid_epoch_continues_the_same_trajectory(tmp_path, reference):
     make = (lambda: lit_pref.RefreshableCopy()) if reference == "refreshable" else (lambda: None)
     full, _ = run(tmp_path / "a", 10, reference=make())  # 5 batches per epoch: crosses an epoch boundary
-    resumed, module = run(tmp_path / "b", 10, ckpt_path=tmp_path / "a" / "epoch=0-step=4.ckpt", reference=make())
+    resumed, module = run(
+        tmp_path / "b", 10, ckpt_path=tmp_path / "a" / "epoch=0-step=4.ckpt", reference=make()
+    )
     assert [s for s, _, _ in resumed] == list(range(5, 11))
     assert resumed == full[4:]  # same batches, same losses, bit for bit on CPU
 
@@ -57,7 +59,9 @@ def test_export_reloads_with_transformers(tmp_path):
     module.policy.eval()
     ids = torch.tensor([[1, 5, 100, 200, 300]])
     path = export_module(module, tmp_path / "full")
-    assert torch.allclose(logits(AutoModelForCausalLM.from_pretrained(path), ids), logits(module.policy, ids), atol=1e-5)
+    assert torch.allclose(
+        logits(AutoModelForCausalLM.from_pretrained(path), ids), logits(module.policy, ids), atol=1e-5
+    )
     assert not list(tmp_path.glob(".*"))  # no temporary folders left behind
 
 
@@ -87,7 +91,9 @@ def test_reward_model_export_loads_as_sequence_classifier(tmp_path):
     hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
     ids = torch.tensor([[1, 5, 100, 200, 300]])
     with torch.no_grad():
-        assert torch.allclose(hf(input_ids=ids).logits.squeeze(-1), module.scores(ids, torch.ones_like(ids)), atol=1e-5)
+        assert torch.allclose(
+            hf(input_ids=ids).logits.squeeze(-1), module.scores(ids, torch.ones_like(ids)), atol=1e-5
+        )
 
 
 def test_failed_export_leaves_the_previous_one_intact(tmp_path):

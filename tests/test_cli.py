@@ -19,13 +19,20 @@ def cli(*args: str):
 def test_fit_from_composed_configs_logs_the_metric_vocabulary(tmp_path):
     run = cli(
         "fit",
-        "--config", str(REPO / "configs/dpo.yaml"),
-        "--config", str(REPO / "configs/lora.yaml"),
-        "--trainer.max_steps", "4",
-        "--trainer.val_check_interval", "2",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--config",
+        str(REPO / "configs/dpo.yaml"),
+        "--config",
+        str(REPO / "configs/lora.yaml"),
+        "--trainer.max_steps",
+        "4",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
         "--trainer.callbacks+=lit_pref.GenerationSamples",
         "--trainer.callbacks.every_n_steps=2",
         "--trainer.enable_progress_bar=false",
@@ -38,9 +45,17 @@ def test_fit_from_composed_configs_logs_the_metric_vocabulary(tmp_path):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     for name in [
-        "train/loss", "train/rewards/chosen", "train/rewards/rejected", "train/rewards/margins",
-        "train/rewards/accuracies", "train/logps/chosen", "train/logps/rejected", "val/loss",
-        "val/rewards/accuracies", "perf/tokens_per_sec", "lr-AdamW",
+        "train/loss",
+        "train/rewards/chosen",
+        "train/rewards/rejected",
+        "train/rewards/margins",
+        "train/rewards/accuracies",
+        "train/logps/chosen",
+        "train/logps/rejected",
+        "val/loss",
+        "val/rewards/accuracies",
+        "perf/tokens_per_sec",
+        "lr-AdamW",
     ]:
         assert name in scalars, name
     assert "samples/generations/text_summary" in events.Tags()["tensors"]
@@ -51,12 +66,19 @@ def test_fit_from_composed_configs_logs_the_metric_vocabulary(tmp_path):
 def test_help_comes_from_docstrings():
     out = subprocess.run(
         [sys.executable, "-m", "lit_pref", "fit", "--model.help", "lit_pref.DPO"],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     ).stdout
     assert "Strength of the implicit KL penalty" in out
     assert "--model.lora" in out  # base-module options reach subclasses through **kwargs
     out = subprocess.run(
-        [sys.executable, "-m", "lit_pref", "fit", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+        [sys.executable, "-m", "lit_pref", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     ).stdout
     assert "Maximum prompt tokens; longer prompts keep their end." in " ".join(out.split())
 
@@ -65,9 +87,12 @@ def test_user_errors_exit_cleanly_with_the_option_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli(
             "fit",
-            "--config", str(REPO / "configs/dpo.yaml"),
-            "--model.reference", "lit_pref.DisabledAdapter",
-            "--trainer.logger", "false",
+            "--config",
+            str(REPO / "configs/dpo.yaml"),
+            "--model.reference",
+            "lit_pref.DisabledAdapter",
+            "--trainer.logger",
+            "false",
         )
     assert exc.value.code == 2
     assert "set model.init_args.lora" in capsys.readouterr().err
@@ -75,6 +100,13 @@ def test_user_errors_exit_cleanly_with_the_option_named(tmp_path, capsys):
 
 def test_missing_data_file_names_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli("fit", "--config", str(REPO / "configs/dpo.yaml"), "--data.train", str(tmp_path / "nope.jsonl"),
-            "--trainer.logger", "false")
+        cli(
+            "fit",
+            "--config",
+            str(REPO / "configs/dpo.yaml"),
+            "--data.train",
+            str(tmp_path / "nope.jsonl"),
+            "--trainer.logger",
+            "false",
+        )
     assert f"{tmp_path / 'nope.jsonl'}: no such file" in capsys.readouterr().err

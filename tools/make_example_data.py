@@ -12,12 +12,19 @@ import json
 import random
 from pathlib import Path
 
-ITEMS = "camera phone laptop kettle lamp chair book movie album jacket backpack bicycle blender toaster headphones " \
+ITEMS = (
+    "camera phone laptop kettle lamp chair book movie album jacket backpack bicycle blender toaster headphones "
     "speaker keyboard monitor watch umbrella tent mattress pillow mug bottle printer router tablet shoes hotel".split()
+)
 POSITIVE = ["great", "excellent", "wonderful", "lovely", "fantastic", "reliable", "comfortable", "beautiful"]
 NEGATIVE = ["terrible", "awful", "disappointing", "flimsy", "useless", "broken", "annoying", "ugly"]
 NEUTRAL = ["ordinary", "average", "plain", "standard", "normal", "typical"]
-TEMPLATES = ["The {item} is {adj}.", "This {item} is really {adj}.", "A {adj} {item}, {adj2} too.", "I think the {item} is {adj}."]
+TEMPLATES = [
+    "The {item} is {adj}.",
+    "This {item} is really {adj}.",
+    "A {adj} {item}, {adj2} too.",
+    "I think the {item} is {adj}.",
+]
 
 
 def sentence(rng: random.Random, item: str, words: list[str]) -> str:
@@ -49,11 +56,16 @@ def main() -> None:
     train, val = rows(0, 512), rows(1, 64)
     write(folder / "reviews_pairs_train.jsonl", train)
     write(folder / "reviews_pairs_val.jsonl", val)
-    write(folder / "reviews_sft_train.jsonl", [{"prompt": r["prompt"], "response": r["chosen"]} for r in train])
+    write(
+        folder / "reviews_sft_train.jsonl", [{"prompt": r["prompt"], "response": r["chosen"]} for r in train]
+    )
     write(folder / "reviews_sft_val.jsonl", [{"prompt": r["prompt"], "response": r["chosen"]} for r in val])
     chat = [
         {
-            "prompt": [{"role": "system", "content": "You write short reviews."}, {"role": "user", "content": r["prompt"]}],
+            "prompt": [
+                {"role": "system", "content": "You write short reviews."},
+                {"role": "user", "content": r["prompt"]},
+            ],
             "chosen": [{"role": "assistant", "content": r["chosen"]}],
             "rejected": [{"role": "assistant", "content": r["rejected"]}],
         }

@@ -16,7 +16,14 @@ from torch import Tensor, nn
 
 from lit_pref.errors import ConfigError
 from lit_pref.models.companions import CompanionModel
-from lit_pref.models.loading import DType, LoraSettings, is_peft, load_causal_lm, load_tokenizer, prepare_trainable
+from lit_pref.models.loading import (
+    DType,
+    LoraSettings,
+    is_peft,
+    load_causal_lm,
+    load_tokenizer,
+    prepare_trainable,
+)
 from lit_pref.models.logprobs import TokenLogps, sequence_logps
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -91,7 +98,9 @@ class PolicyModule(pl.LightningModule):
             for m in model.modules():
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
-        self.policy = prepare_trainable(model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type())
+        self.policy = prepare_trainable(
+            model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type()
+        )
         self.policy.train()  # from_pretrained returns eval mode
         for provider in self.companions().values():
             provider.attach(self)
@@ -181,7 +190,9 @@ class PolicyModule(pl.LightningModule):
         return completions
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
-        completions = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False)
+        completions = self.generate(
+            batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False
+        )
         prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [{"prompt": p, "response": t} for p, t in zip(prompts, texts)]
@@ -224,7 +235,9 @@ class PolicyModule(pl.LightningModule):
             return
         elapsed = time.perf_counter() - self._step_started
         tokens = float(batch["attention_mask"].sum()) * self.trainer.world_size
-        self.log_dict({"perf/step_time": elapsed, "perf/tokens_per_sec": tokens / max(elapsed, 1e-9)}, on_step=True)
+        self.log_dict(
+            {"perf/step_time": elapsed, "perf/tokens_per_sec": tokens / max(elapsed, 1e-9)}, on_step=True
+        )
 
     # -- optimization -------------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -31,7 +31,9 @@ class RewardModel(PolicyModule):
         self.center_rewards = center_rewards
 
     def load_policy(self):
-        return load_sequence_scorer(self.policy_spec, self.hparams.dtype, pad_token_id=self.tokenizer.pad_token_id)
+        return load_sequence_scorer(
+            self.policy_spec, self.hparams.dtype, pad_token_id=self.tokenizer.pad_token_id
+        )
 
     def lora_task_type(self) -> str:
         return "SEQ_CLS"
@@ -66,14 +68,25 @@ class RewardModel(PolicyModule):
         }
 
     @torch.no_grad()
-    def score_texts(self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32) -> Tensor:
+    def score_texts(
+        self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32
+    ) -> Tensor:
         """Rewards of (prompt, response) texts, rendered exactly as training rows are."""
-        renderer = Renderer(self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat)
+        renderer = Renderer(
+            self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat
+        )
         out = []
         for start in range(0, len(prompts), batch_size):
-            encoded = [renderer.encode(p, r) for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])]
-            batch = sequences_batch([e[0] for e in encoded], [e[1] for e in encoded], self.tokenizer.pad_token_id)
-            out.append(self.scores(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)))
+            encoded = [
+                renderer.encode(p, r)
+                for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
+            ]
+            batch = sequences_batch(
+                [e[0] for e in encoded], [e[1] for e in encoded], self.tokenizer.pad_token_id
+            )
+            out.append(
+                self.scores(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            )
         return torch.cat(out)
 
     def generate(self, *args, **kwargs):

@@ -27,8 +27,14 @@ class GenerationSamples(pl.Callback):
         seed: Seed of the sampling, so two logs differ only by the policy.
     """
 
-    def __init__(self, every_n_steps: int = 100, num_prompts: int = 4, max_new_tokens: int = 48,
-                 temperature: float = 0.7, seed: int = 0):
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        num_prompts: int = 4,
+        max_new_tokens: int = 48,
+        temperature: float = 0.7,
+        seed: int = 0,
+    ):
         self.every_n_steps = every_n_steps
         self.num_prompts = num_prompts
         self.max_new_tokens = max_new_tokens
@@ -47,11 +53,18 @@ class GenerationSamples(pl.Callback):
         mask = _pad([[1] * len(p) for p in prompts], 0, left=True)
         greedy = self.temperature <= 0
         completions = module.generate(
-            ids, mask, max_new_tokens=self.max_new_tokens, do_sample=not greedy,
-            temperature=max(self.temperature, 1e-5), seed=self.seed,
+            ids,
+            mask,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            temperature=max(self.temperature, 1e-5),
+            seed=self.seed,
         )
         decode = module.tokenizer.decode
-        return [(decode(p, skip_special_tokens=False), decode(c, skip_special_tokens=False)) for p, c in zip(prompts, completions)]
+        return [
+            (decode(p, skip_special_tokens=False), decode(c, skip_special_tokens=False))
+            for p, c in zip(prompts, completions)
+        ]
 
     def _log(self, trainer, module) -> None:
         if not trainer.is_global_zero:

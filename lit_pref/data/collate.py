@@ -9,7 +9,9 @@ import torch
 from lit_pref.models.logprobs import IGNORE_INDEX
 
 
-def _pad(rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None) -> torch.Tensor:
+def _pad(
+    rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None
+) -> torch.Tensor:
     width = max(len(r) for r in rows)
     if multiple_of:
         width = -(-width // multiple_of) * multiple_of
@@ -47,7 +49,9 @@ class Collator:
     Every batch also carries `index`, the rows' positions in their dataset, and `split` (for cached log-probs).
     """
 
-    def __init__(self, row_format: str, pad_id: int, pad_to_multiple_of: int | None = None, split: str = "train"):
+    def __init__(
+        self, row_format: str, pad_id: int, pad_to_multiple_of: int | None = None, split: str = "train"
+    ):
         self.row_format = row_format
         self.split = split
         self.pad_id = pad_id
@@ -64,7 +68,9 @@ class Collator:
             batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
             batch["num_pairs"] = len(rows)
         elif self.row_format in ("demonstration", "outcome"):
-            batch.update(sequences_batch(prompts, [r["response_ids"] for r in rows], self.pad_id, self.multiple_of))
+            batch.update(
+                sequences_batch(prompts, [r["response_ids"] for r in rows], self.pad_id, self.multiple_of)
+            )
             if self.row_format == "outcome":
                 batch["outcome"] = torch.tensor([r["outcome"] for r in rows], dtype=torch.float32)
                 if rows[0].get("propensity") is not None:

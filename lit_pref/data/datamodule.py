@@ -13,7 +13,14 @@ from torch.utils.data import DataLoader
 from lit_pref.data.collate import Collator
 from lit_pref.data.loader import EpochShuffleSampler, ResumableDataLoader
 from lit_pref.data.render import Renderer
-from lit_pref.data.schema import FormatOption, RowFormat, check_columns, detect_format, resolve_columns, validate_row
+from lit_pref.data.schema import (
+    FormatOption,
+    RowFormat,
+    check_columns,
+    detect_format,
+    resolve_columns,
+    validate_row,
+)
 from lit_pref.data.sources import load_source
 from lit_pref.errors import DataError
 from lit_pref.models.loading import load_tokenizer
@@ -142,7 +149,10 @@ class PreferenceDataModule(pl.LightningDataModule):
         def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
             example = validate_row(row, fmt, mapping, spec, index)
             hint = example.chosen if fmt == "pairwise" else example.response
-            out: dict[str, Any] = {"source_row": index, "prompt_ids": renderer.prompt_ids(example.prompt, hint)}
+            out: dict[str, Any] = {
+                "source_row": index,
+                "prompt_ids": renderer.prompt_ids(example.prompt, hint),
+            }
             if fmt == "pairwise":
                 out["chosen_ids"] = renderer.truncate_completion(
                     out["prompt_ids"], renderer.completion_ids(example.prompt, example.chosen)
@@ -163,7 +173,9 @@ class PreferenceDataModule(pl.LightningDataModule):
                 out["preference"] = example.preference
             return out
 
-        fingerprint = hashlib.sha256(f"{raw._fingerprint}|{fmt}|{self._settings_key()}".encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(f"{raw._fingerprint}|{fmt}|{self._settings_key()}".encode()).hexdigest()[
+            :16
+        ]
         encoded = raw.map(
             encode,
             with_indices=True,
@@ -195,7 +207,9 @@ class PreferenceDataModule(pl.LightningDataModule):
             fingerprints.append(fp)
             formats.add(fmt)
         if len(formats) > 1:
-            raise DataError(f"data.{stage}: its sources have different row formats {sorted(formats)}; use one format")
+            raise DataError(
+                f"data.{stage}: its sources have different row formats {sorted(formats)}; use one format"
+            )
         ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
         return formats.pop(), ds, hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:16]
 
@@ -215,7 +229,9 @@ class PreferenceDataModule(pl.LightningDataModule):
             self.datasets[name] = ds.add_column("index", list(range(len(ds))))
             self.fingerprints[name] = fp
         if stage == "fit" and "train" not in self.datasets:
-            raise DataError("data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'")
+            raise DataError(
+                "data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'"
+            )
 
     def _set_format(self, fmt: RowFormat, name: str) -> None:
         if self.row_format is not None and fmt != self.row_format:
@@ -240,7 +256,9 @@ class PreferenceDataModule(pl.LightningDataModule):
             self.fingerprints[name] = hashlib.sha256(
                 f"{self.fingerprints['train']}|{name}|{self.val_fraction}|{self.seed}".encode()
             ).hexdigest()[:16]
-        rank_zero_info(f"lit_pref: held out {len(split['test'])} of {len(train)} training rows for validation")
+        rank_zero_info(
+            f"lit_pref: held out {len(split['test'])} of {len(train)} training rows for validation"
+        )
 
     # -- loaders ------------------------------------------------------------------------------------------
     def collator(self, split: str = "train", row_format: str | None = None) -> Collator:

@@ -90,7 +90,7 @@ class Renderer:
                 raise DataError(
                     "the chat template does not render the prompt (with the generation prompt) as a prefix of "
                     f"the whole conversation: prompt renders as {rendered_prompt[-80:]!r}, conversation as "
-                    f"{full[:len(rendered_prompt) + 20][-100:]!r}. Use a template whose assistant turn starts "
+                    f"{full[: len(rendered_prompt) + 20][-100:]!r}. Use a template whose assistant turn starts "
                     "with the generation prompt"
                 )
             ids = self._ids(full[len(rendered_prompt) :])

@@ -89,7 +89,9 @@ def field_column(field: str, fmt: RowFormat, columns: dict[str, str], available:
     return name
 
 
-def check_columns(fmt: RowFormat, columns: dict[str, str], available: set[str], source: str) -> dict[str, str]:
+def check_columns(
+    fmt: RowFormat, columns: dict[str, str], available: set[str], source: str
+) -> dict[str, str]:
     """Map each field the format uses to the column that holds it; raise if a required one is missing."""
     mapping = {}
     for field in REQUIRED[fmt]:
@@ -128,7 +130,9 @@ def _check_text(value: Any, source: str, row: int, column: str, allow_empty: boo
                 )
         return [{"role": m["role"], "content": m["content"]} for m in value]
     if value is None:
-        raise row_error(source, row, column, "the value is missing (null)", "Fill the column or remove the row")
+        raise row_error(
+            source, row, column, "the value is missing (null)", "Fill the column or remove the row"
+        )
     raise row_error(
         source,
         row,
@@ -140,9 +144,17 @@ def _check_text(value: Any, source: str, row: int, column: str, allow_empty: boo
 
 def _check_number(value: Any, source: str, row: int, column: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise row_error(source, row, column, f"expected a number, got {type(value).__name__} {value!r:.60}", "Fix the value")
+        raise row_error(
+            source,
+            row,
+            column,
+            f"expected a number, got {type(value).__name__} {value!r:.60}",
+            "Fix the value",
+        )
     if not math.isfinite(value):
-        raise row_error(source, row, column, f"the number is {value}", "Outcomes must be finite: fix or drop the row")
+        raise row_error(
+            source, row, column, f"the number is {value}", "Outcomes must be finite: fix or drop the row"
+        )
     return float(value)
 
 
@@ -150,7 +162,10 @@ def _split_implicit_prompt(chosen: Text, rejected: Text, source: str, row: int) 
     """Conversational pairs given as whole conversations: the shared leading messages are the prompt."""
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise row_error(
-            source, row, "prompt", "the row has no prompt and its chosen/rejected are plain strings",
+            source,
+            row,
+            "prompt",
+            "the row has no prompt and its chosen/rejected are plain strings",
             "Add a prompt column, or give chosen/rejected as whole conversations that share their first messages",
         )
     shared = 0
@@ -158,13 +173,18 @@ def _split_implicit_prompt(chosen: Text, rejected: Text, source: str, row: int) 
         shared += 1
     if shared == 0 or shared == len(chosen) or shared == len(rejected):
         raise row_error(
-            source, row, "chosen", "chosen and rejected share no leading prompt messages, or one has no reply",
+            source,
+            row,
+            "chosen",
+            "chosen and rejected share no leading prompt messages, or one has no reply",
             "Give an explicit prompt column",
         )
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
-def validate_row(row: dict[str, Any], fmt: RowFormat, mapping: dict[str, str], source: str, index: int) -> Example:
+def validate_row(
+    row: dict[str, Any], fmt: RowFormat, mapping: dict[str, str], source: str, index: int
+) -> Example:
     """Check one raw row against its format and return it as an Example."""
     prompt_col = mapping.get("prompt")
     if fmt == "pairwise":
@@ -191,12 +211,21 @@ def validate_row(row: dict[str, Any], fmt: RowFormat, mapping: dict[str, str], s
             propensity = _check_number(row[mapping["propensity"]], source, index, mapping["propensity"])
             if not 0 < propensity <= 1:
                 raise row_error(
-                    source, index, mapping["propensity"], f"propensity {propensity} is outside (0, 1]",
+                    source,
+                    index,
+                    mapping["propensity"],
+                    f"propensity {propensity} is outside (0, 1]",
                     "Propensities are assignment probabilities: fix the value",
                 )
             example.propensity = propensity
         return example
     preference = row.get(mapping["preference"]) if "preference" in mapping else None
     if preference is not None and not isinstance(preference, str):
-        raise row_error(source, index, mapping["preference"], f"expected a string, got {preference!r:.60}", "Fix the value")
+        raise row_error(
+            source,
+            index,
+            mapping["preference"],
+            f"expected a string, got {preference!r:.60}",
+            "Fix the value",
+        )
     return Example(prompt=_check_text(row[prompt_col], source, index, prompt_col), preference=preference)

@@ -17,7 +17,9 @@ def _load_file(path: str):
     if suffix not in FILE_LOADERS:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(FILE_LOADERS)}")
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such file. Check the path (relative paths start at the working directory)")
+        raise DataError(
+            f"{path}: no such file. Check the path (relative paths start at the working directory)"
+        )
     try:
         return datasets.load_dataset(FILE_LOADERS[suffix], data_files=path, split="train")
     except Exception as exc:  # datasets wraps parser errors; surface the root cause with the file name
@@ -34,7 +36,9 @@ def _load_python(target: str):
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise DataError(f"python:{target}: cannot import it ({exc}); give 'python:package.module:function'") from exc
+        raise DataError(
+            f"python:{target}: cannot import it ({exc}); give 'python:package.module:function'"
+        ) from exc
     rows = fn()
     if isinstance(rows, datasets.Dataset):
         return rows

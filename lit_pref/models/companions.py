@@ -186,7 +186,9 @@ class Precomputed(CompanionModel):
         batch_size: Rows per forward during precomputation.
     """
 
-    def __init__(self, source: CompanionModel | None = None, cache_dir: str | None = None, batch_size: int = 16):
+    def __init__(
+        self, source: CompanionModel | None = None, cache_dir: str | None = None, batch_size: int = 16
+    ):
         super().__init__()
         if isinstance(source, RefreshableCopy):
             raise ConfigError(
@@ -225,7 +227,9 @@ class Precomputed(CompanionModel):
     @torch.no_grad()
     def _compute(self, owner, dm, split, dataset) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat per-token values plus offsets: segment k of row i is [offsets[i*K+k], offsets[i*K+k+1])."""
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, collate_fn=dm.collator(split))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, collate_fn=dm.collator(split)
+        )
         per_row: list[list[torch.Tensor]] = []
         for batch in loader:
             batch = {k: v.to(owner.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -254,7 +258,7 @@ class Precomputed(CompanionModel):
         values, offsets = self.tables[split]
         mask = batch["labels"][:, 1:] != -100
         index = batch["index"].tolist()
-        n, k = len(index), mask.shape[0] // len(index)
+        _n, k = len(index), mask.shape[0] // len(index)
         segments = [values[offsets[i * k + j] : offsets[i * k + j + 1]] for j in range(k) for i in index]
         flat = torch.cat(segments).to(mask.device)
         if flat.numel() != int(mask.sum()):

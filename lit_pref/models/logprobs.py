@@ -76,5 +76,7 @@ def token_logps_from_logits(logits: Tensor, labels: Tensor) -> TokenLogps:
 
 def sequence_logps(model: nn.Module, batch: dict[str, Tensor]) -> TokenLogps:
     """One forward of `model` over the batch (chosen+rejected already concatenated for pairwise data)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits
     return token_logps_from_logits(logits, batch["labels"])
