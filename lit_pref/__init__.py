@@ -1,7 +1,7 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
 from lit_pref.algorithms import DPO, SFT, PolicyModule, RewardModel
-from lit_pref.callbacks import ExportHF, GenerationSamples
+from lit_pref.callbacks import ExportHF, GenerationSamples, PredictionWriter
 from lit_pref.data import PreferenceDataModule
 from lit_pref.errors import ConfigError, DataError, LitPrefError
 from lit_pref.models import (
@@ -29,6 +29,7 @@ __all__ = [
     "LoraSettings",
     "PolicyModule",
     "Precomputed",
+    "PredictionWriter",
     "PreferenceDataModule",
     "RefreshableCopy",
     "RewardModel",

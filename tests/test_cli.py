@@ -110,3 +110,22 @@ def test_missing_data_file_names_the_file(tmp_path, capsys):
             "false",
         )
     assert f"{tmp_path / 'nope.jsonl'}: no such file" in capsys.readouterr().err
+
+
+def test_predict_writes_one_generation_per_prompt(tmp_path):
+    out = tmp_path / "pred.jsonl"
+    cli(
+        "predict",
+        "--config", str(REPO / "configs/sft.yaml"),
+        "--data.predict", str(REPO / "configs/data/reviews_sft_val.jsonl"),
+        "--trainer.logger", "false",
+        "--trainer.limit_predict_batches", "1",
+        "--trainer.callbacks+=lit_pref.PredictionWriter",
+        f"--trainer.callbacks.path={out}",
+    )  # fmt: skip
+    import json
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 16  # one batch of data.batch_size prompts
+    assert rows[0]["prompt"].endswith("Write a one-line review of the lamp.")
+    assert all(isinstance(r["response"], str) for r in rows)

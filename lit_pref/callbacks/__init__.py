@@ -1,4 +1,5 @@
 from lit_pref.callbacks.export import ExportHF, export_module
+from lit_pref.callbacks.predictions import PredictionWriter
 from lit_pref.callbacks.samples import GenerationSamples
 
-__all__ = ["ExportHF", "GenerationSamples", "export_module"]
+__all__ = ["ExportHF", "GenerationSamples", "PredictionWriter", "export_module"]
