@@ -24,7 +24,7 @@ def sft_nll(
     token_mean: mean over every response token in the batch; sequence_sum: summed NLL per sequence, averaged
     over sequences. `token_logps` and `mask` are (B, T); masked positions must not count.
     """
-    nll = -(token_logps * mask)
+    nll = torch.where(mask.bool(), -token_logps, 0.0)  # masked positions may hold anything, even inf/NaN
     if reduction == "token_mean":
         return nll.sum() / mask.sum().clamp(min=1)
     if reduction == "sequence_sum":

@@ -153,6 +153,8 @@ def test_sequence_logps_matches_naive_loop_on_tiny_model(tiny_model, tokenizer):
     torch.testing.assert_close(out.sum, torch.tensor(alone, dtype=torch.float32), rtol=0, atol=1e-3)
     counts = [float(len(c)) for c in completions]
     torch.testing.assert_close(out.count, torch.tensor(counts))
-    torch.testing.assert_close(out.mean, torch.tensor(naive, dtype=torch.float32) / torch.tensor(counts), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out.mean, torch.tensor(naive, dtype=torch.float32) / torch.tensor(counts), atol=1e-4, rtol=0
+    )
     assert (out.sum < 0).all()
     assert torch.equal(out.logps[out.mask == 0], torch.zeros(int((out.mask == 0).sum())))

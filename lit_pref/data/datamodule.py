@@ -200,7 +200,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         import datasets
 
         parts, fingerprints, formats = [], [], set()
-        fmt_option = "prompt" if stage == "predict" and self.format_option == "auto" else self.format_option
+        fmt_option = "prompt" if stage == "predict" else self.format_option  # predict always generates
         for s in specs:
             fmt, ds, fp = self._encode_source(s, self.splits[stage], fmt_option)
             parts.append(ds)

@@ -29,10 +29,10 @@ class Renderer:
     text_as_chat: bool = False
 
     def __post_init__(self):
-        if self.max_prompt_length >= self.max_length:
+        if not 1 <= self.max_prompt_length < self.max_length:
             raise DataError(
-                f"data.max_prompt_length ({self.max_prompt_length}) must be smaller than data.max_length "
-                f"({self.max_length}), or no response token would fit"
+                f"data.max_prompt_length ({self.max_prompt_length}) must be at least 1 and smaller than "
+                f"data.max_length ({self.max_length}), or no prompt or no response token would fit"
             )
         tok = self.tokenizer
         self.bos_id = tok.bos_token_id
