@@ -597,7 +597,9 @@ def test_nan_outcome_in_json(tmp_path, tokenizer):
 def test_nan_outcome_in_csv(tmp_path, tokenizer):
     path = tmp_path / "rows.csv"
     path.write_text("text,outcome\nA lamp.,1.0\nA mug.,0.5\nA cup.,nan\n")
-    with pytest.raises(DataError, match=where(path, 2, "outcome") + re.escape(": the number is missing (null or NaN)")):
+    with pytest.raises(
+        DataError, match=where(path, 2, "outcome") + re.escape(": the number is missing (null or NaN)")
+    ):
         make_dm(tokenizer, str(path), batch_size=1).setup("fit")
 
 
@@ -665,7 +667,10 @@ def test_unknown_columns_key():
 
 def test_bad_lengths_and_fractions(tokenizer):
     with pytest.raises(
-        DataError, match=re.escape("data.max_prompt_length (64) must be at least 1 and smaller than data.max_length (64)")
+        DataError,
+        match=re.escape(
+            "data.max_prompt_length (64) must be at least 1 and smaller than data.max_length (64)"
+        ),
     ):
         make_dm(tokenizer, str(DATA / "reviews_pairs_val.jsonl"), max_length=64, max_prompt_length=64).setup(
             "fit"

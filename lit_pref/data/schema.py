@@ -144,7 +144,9 @@ def _check_text(value: Any, source: str, row: int, column: str, allow_empty: boo
 
 def _check_number(value: Any, source: str, row: int, column: str) -> float:
     if value is None:  # CSV readers turn NaN into null
-        raise row_error(source, row, column, "the number is missing (null or NaN)", "Fill the value or drop the row")
+        raise row_error(
+            source, row, column, "the number is missing (null or NaN)", "Fill the value or drop the row"
+        )
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise row_error(
             source,
