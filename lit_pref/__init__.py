@@ -1,7 +1,7 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
 from lit_pref.algorithms import DPO, SFT, PolicyModule, RewardModel
-from lit_pref.callbacks import ExportHF, GenerationSamples, PredictionWriter
+from lit_pref.callbacks import ExportHF, GenerationSamples, PredictionWriter, RewardEvaluation
 from lit_pref.data import PreferenceDataModule
 from lit_pref.errors import ConfigError, DataError, LitPrefError
 from lit_pref.models import (
@@ -12,6 +12,7 @@ from lit_pref.models import (
     Precomputed,
     RefreshableCopy,
 )
+from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
 
 __version__ = "0.1.0"
 
@@ -32,5 +33,10 @@ __all__ = [
     "PredictionWriter",
     "PreferenceDataModule",
     "RefreshableCopy",
+    "Reward",
+    "RewardEvaluation",
     "RewardModel",
+    "RewardModelScorer",
+    "TaskReward",
+    "CallableReward",
 ]

@@ -70,8 +70,6 @@ class PolicyModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=list(self.companion_args))
-        self.tokenizer_spec = tokenizer
-        self.policy_spec = policy or tokenizer
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
@@ -81,6 +79,10 @@ class PolicyModule(pl.LightningModule):
     def companions(self) -> dict[str, CompanionModel]:
         """The frozen companion models this algorithm uses, by attribute name (override to add some)."""
         return {}
+
+    @property
+    def policy_spec(self) -> str:
+        return self.hparams.policy or self.hparams.tokenizer
 
     def load_policy(self) -> nn.Module:
         return load_causal_lm(self.policy_spec, self.hparams.dtype)
@@ -92,7 +94,7 @@ class PolicyModule(pl.LightningModule):
         """Build the policy and attach companions; Lightning calls this inside the strategy's context."""
         if self.policy is not None:
             return
-        self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        self.tokenizer = load_tokenizer(self.hparams.tokenizer)
         model = self.load_policy()
         if self.hparams.disable_dropout:
             for m in model.modules():
@@ -107,6 +109,13 @@ class PolicyModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and self.policy is None:
+            # The data module owns the tokenizer and length limits (the CLI links them; Python users get the same).
+            for key, value in (("tokenizer", dm.tokenizer_spec), ("max_length", dm.max_length),
+                               ("max_prompt_length", dm.max_prompt_length)):  # fmt: skip
+                self.hparams[key] = value
+                if getattr(self, "_hparams_initial", None) is not None:  # what loggers record
+                    self._hparams_initial[key] = value
         fmt = getattr(dm, "row_format", None)
         if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
             raise ConfigError(
@@ -159,17 +168,19 @@ class PolicyModule(pl.LightningModule):
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        model: nn.Module | None = None,
     ) -> list[list[int]]:
-        """Sample completions for left-padded prompts (KV-cached, batched); returns each completion's ids
-        up to and including EOS."""
+        """Sample completions for left-padded prompts (KV-cached, batched) from the policy, or from `model`
+        (a frozen companion sharing the tokenizer); returns each completion's ids up to and including EOS."""
         max_new = max_new_tokens or max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
-        was_training = self.policy.training
-        self.policy.eval()
+        model = model if model is not None else self.policy
+        was_training = model.training
+        model.eval()
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 if seed is not None:
                     torch.manual_seed(seed)
-                out = self.policy.generate(
+                out = model.generate(
                     input_ids=prompt_input_ids.to(self.device),
                     attention_mask=prompt_attention_mask.to(self.device),
                     max_new_tokens=max_new,
@@ -182,7 +193,7 @@ class PolicyModule(pl.LightningModule):
                     use_cache=True,
                 )
         finally:
-            self.policy.train(was_training)
+            model.train(was_training)
         completions = []
         eos = self.tokenizer.eos_token_id
         for row in out[:, prompt_input_ids.shape[1] :].tolist():

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule
-from lit_pref.data.collate import sequences_batch
 from lit_pref.data.render import Renderer
 from lit_pref.losses import bradley_terry_loss
 from lit_pref.models.loading import load_sequence_scorer
+from lit_pref.models.scoring import last_token_scores, score_texts
 
 
 class RewardModel(PolicyModule):
@@ -38,19 +37,9 @@ class RewardModel(PolicyModule):
     def lora_task_type(self) -> str:
         return "SEQ_CLS"
 
-    def _parts(self):
-        """The HF sequence-classification model's body and head (through a LoRA wrapper if any)."""
-        model = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
-        return getattr(model, model.base_model_prefix), model.score
-
     def scores(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """One scalar per sequence, read at its last attended position."""
-        body, head = self._parts()
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        last = (attention_mask * positions).argmax(-1)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return head(pooled).squeeze(-1).float()
+        return last_token_scores(self.policy, input_ids, attention_mask)
 
     def compute_loss(self, batch):
         n = batch["num_pairs"]
@@ -67,7 +56,6 @@ class RewardModel(PolicyModule):
             "rewards/accuracies": (margins > 0).float().mean(),
         }
 
-    @torch.no_grad()
     def score_texts(
         self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32
     ) -> Tensor:
@@ -75,19 +63,7 @@ class RewardModel(PolicyModule):
         renderer = Renderer(
             self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat
         )
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            encoded = [
-                renderer.encode(p, r)
-                for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
-            ]
-            batch = sequences_batch(
-                [e[0] for e in encoded], [e[1] for e in encoded], self.tokenizer.pad_token_id
-            )
-            out.append(
-                self.scores(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-            )
-        return torch.cat(out)
+        return score_texts(self.policy, renderer, prompts, responses, batch_size)
 
     def generate(self, *args, **kwargs):
         raise NotImplementedError("a RewardModel scores text; it does not generate")

@@ -45,14 +45,16 @@ class PreferenceDataModule(pl.LightningDataModule):
     Args:
         tokenizer: Tokenizer (and, unless the model says otherwise, policy) to use: a local Hugging Face
             folder, a hub name, or 'builtin:tiny'. Linked to the model's `tokenizer`.
-        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name', or
-            'python:package.module:function'.
+        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name',
+            'python:package.module:function', or 'task:<name>' (a built-in task, e.g. task:reviews; needs
+            `format`).
         val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
         test: Test rows (used by `test`), same kinds as `train`.
         predict: Prompt rows for `predict` (generation), same kinds as `train`.
         format: Row format: pairwise (prompt, chosen, rejected), demonstration (prompt, response), outcome
             (prompt optional, response or text, outcome, propensity optional), prompt (prompt, preference
             optional), or auto to detect it from the columns.
+        task_options: Options of the built-in task sources (e.g. {seed: 0, num_rows: 2000, label_noise: 0.1}).
         columns: Map from field name (prompt, chosen, rejected, response, outcome, propensity, preference) to
             the column that holds it, for data whose columns are named differently.
         text_as_chat: Wrap plain-string rows as a user turn and an assistant turn and render them with the
@@ -79,6 +81,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         test: str | list[str] | None = None,
         predict: str | list[str] | None = None,
         format: FormatOption = "auto",
+        task_options: dict[str, Any] | None = None,
         columns: dict[str, str] | None = None,
         text_as_chat: bool = False,
         max_length: int = 512,
@@ -101,6 +104,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.tokenizer_spec = tokenizer
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.format_option = format
+        self.task_options = task_options
         self.columns = resolve_columns(columns)
         self.text_as_chat = text_as_chat
         self.max_length = max_length
@@ -133,12 +137,13 @@ class PreferenceDataModule(pl.LightningDataModule):
             self.max_length,
             self.max_prompt_length,
             self.max_rows,
+            self.task_options,
         ]
         return json.dumps(settings, sort_keys=True, default=str)
 
-    def _encode_source(self, spec: str, split: str, fmt_option: str):
+    def _encode_source(self, spec: str, stage: str, fmt_option: str):
         """Load one source, check its columns, validate + tokenize every row, drop empty responses."""
-        raw = load_source(spec, split)
+        raw = load_source(spec, self.splits[stage], stage, fmt_option, self.task_options)
         if self.max_rows is not None:
             raw = raw.select(range(min(self.max_rows, len(raw))))
         available = set(raw.column_names)
@@ -202,7 +207,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         parts, fingerprints, formats = [], [], set()
         fmt_option = "prompt" if stage == "predict" else self.format_option  # predict always generates
         for s in specs:
-            fmt, ds, fp = self._encode_source(s, self.splits[stage], fmt_option)
+            fmt, ds, fp = self._encode_source(s, stage, fmt_option)
             parts.append(ds)
             fingerprints.append(fp)
             formats.add(fmt)
@@ -232,6 +237,17 @@ class PreferenceDataModule(pl.LightningDataModule):
             raise DataError(
                 "data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'"
             )
+
+    def prompt_rows(self, spec: str | list[str] | None = None, stage: str = "val"):
+        """Prompt-only rows (prompt_ids, prompt_text) of `spec`, default the validation (else training)
+        source, whatever its format: evaluation callbacks sample from these."""
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        spec = spec or self.sources["val"] or self.sources["train"]
+        specs = [spec] if isinstance(spec, str) else list(spec)
+        import datasets
+
+        return datasets.concatenate_datasets([self._encode_source(s, stage, "prompt")[1] for s in specs])
 
     def _set_format(self, fmt: RowFormat, name: str) -> None:
         if self.row_format is not None and fmt != self.row_format:

@@ -48,13 +48,31 @@ def _load_python(target: str):
     return datasets.Dataset.from_list(rows)
 
 
-def load_source(spec: str, split: str):
+def _load_task(name: str, row_format: str, stage: str, options: dict | None):
+    import datasets
+
+    from lit_pref.tasks import get_task
+
+    if row_format == "auto":
+        raise DataError(
+            f"task:{name} makes rows of any format: set data.format (pairwise, demonstration, outcome, prompt)"
+        )
+    split = {"predict": "val"}.get(stage, stage)
+    return datasets.Dataset.from_list(get_task(name, options).rows(row_format, split))
+
+
+def load_source(
+    spec: str, split: str, stage: str = "train", row_format: str = "auto", task_options: dict | None = None
+):
     """Load one source spec:
 
     - `path/to/file.jsonl` (also .json, .parquet, .csv)
     - `hub:owner/name` (needs network; `split` picks the split)
     - `python:package.module:function` (a function returning a list of row dicts or a Dataset)
+    - `task:<name>` (a built-in task; rows of `row_format` for the stage's split: train, val or test)
     """
+    if spec.startswith("task:"):
+        return _load_task(spec[5:], row_format, stage, task_options)
     if spec.startswith("hub:"):
         import datasets
 

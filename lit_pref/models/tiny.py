@@ -143,15 +143,28 @@ def build_tiny(folder: str | Path) -> Path:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny` into the cached folder (building it on first use); other specs pass through."""
+    """Turn `builtin:tiny` (or `builtin:tiny-sft-<task>`) into its cached folder, building it on first use;
+    other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
-    if name != "tiny":
+    folder = cache_root() / "models" / f"{TINY_VERSION}{name[len('tiny') :]}"
+    if (folder / "config.json").exists():
+        return str(folder)
+    if name == "tiny":
+        build_tiny(folder)
+    elif name.startswith("tiny-sft-"):
+        from lit_pref.models.builtin_sft import build_tiny_sft
+        from lit_pref.tasks import TASKS
+
+        task = name[len("tiny-sft-") :]
+        if task not in TASKS:
+            from lit_pref.errors import ConfigError
+
+            raise ConfigError(f"unknown built-in model {spec!r}: the tasks are {sorted(TASKS)}")
+        build_tiny_sft(folder, task)
+    else:
         from lit_pref.errors import ConfigError
 
-        raise ConfigError(f"unknown built-in model {spec!r}: the built-in models are 'builtin:tiny'")
-    folder = cache_root() / "models" / TINY_VERSION
-    if not (folder / "config.json").exists():
-        build_tiny(folder)
+        raise ConfigError(f"unknown built-in model {spec!r}: use 'builtin:tiny' or 'builtin:tiny-sft-<task>'")
     return str(folder)

@@ -1,0 +1,46 @@
+"""`builtin:tiny-sft-<task>`: the tiny model after SFT on a built-in task's demonstrations, built on first use.
+
+Preference methods start from an SFT model. This recipe makes one in about half a minute on 2 CPU cores
+(seeded, so every machine builds the same weights), shows a progress bar, and caches the result as a standard
+Hugging Face folder next to `builtin:tiny`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SFT_STEPS = 300
+
+
+def build_tiny_sft(folder: Path, task: str) -> Path:
+    import lightning.pytorch as pl
+    import torch
+
+    from lit_pref.algorithms.sft import SFT
+    from lit_pref.callbacks.export import export_module
+    from lit_pref.data.datamodule import PreferenceDataModule
+
+    print(f"lit_pref: building builtin:tiny-sft-{task} (first use only; cached in {folder.parent})")
+    with torch.random.fork_rng():
+        pl.seed_everything(0, verbose=False)
+        data = PreferenceDataModule(
+            tokenizer="builtin:tiny",
+            train=f"task:{task}",
+            format="demonstration",
+            task_options={"num_rows": 4000},
+            text_as_chat=True,
+            max_length=48,
+            max_prompt_length=24,
+            batch_size=32,
+        )
+        module = SFT(lr=3e-3, warmup_steps=20, lr_schedule="cosine")
+        trainer = pl.Trainer(
+            max_steps=SFT_STEPS,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        trainer.fit(module, data)
+    return export_module(module, folder)

@@ -1,0 +1,36 @@
+"""Scalar scores from a sequence-classification model, read at the last attended token."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def last_token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """One float per sequence: the score head applied to the hidden state of the last position whose
+    attention mask is 1 (right or left padding alike, and correct when the pad token is also EOS)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a LoRA wrapper
+    body, head = getattr(inner, inner.base_model_prefix), inner.score
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (attention_mask * positions).argmax(-1)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return head(pooled).squeeze(-1).float()
+
+
+@torch.no_grad()
+def score_texts(model: nn.Module, renderer, prompts: list, responses: list, batch_size: int = 32) -> Tensor:
+    """Scores of (prompt, response) texts rendered exactly as training rows are (see data.render.Renderer)."""
+    from lit_pref.data.collate import sequences_batch
+
+    device = next(model.parameters()).device
+    pad_id = renderer.tokenizer.pad_token_id
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        pairs = zip(prompts[start : start + batch_size], responses[start : start + batch_size])
+        encoded = [renderer.encode(p, r) for p, r in pairs]
+        batch = sequences_batch([e[0] for e in encoded], [e[1] for e in encoded], pad_id)
+        out.append(
+            last_token_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        )
+    return torch.cat(out).cpu()

@@ -1,0 +1,99 @@
+"""Rewards: anything that scores (prompt, response) texts, batched. Used by evaluation callbacks and methods.
+
+A reward is a callable `reward(prompts, responses) -> torch.Tensor` of shape (N,). Prompts are strings or
+message lists (as in the data), responses are strings. In YAML, give one by class_path:
+
+    reward: {class_path: lit_pref.TaskReward, init_args: {task: reviews}}
+    reward: {class_path: lit_pref.RewardModelScorer, init_args: {path: runs/reward_model/version_0/export}}
+    reward: {class_path: lit_pref.CallableReward, init_args: {function: my_pkg.rewards:score}}
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_pref.errors import ConfigError
+
+
+class Reward:
+    """Base class: score a batch of (prompt, response) pairs."""
+
+    def __call__(self, prompts: list[Any], responses: list[str]) -> Tensor:
+        raise NotImplementedError
+
+
+class TaskReward(Reward):
+    """The ground-truth reward of a built-in task.
+
+    Args:
+        task: Task name (see lit_pref.tasks.TASKS).
+        options: Task options that change the reward (e.g. {length_coef: 0.01}).
+    """
+
+    def __init__(self, task: str = "reviews", options: dict[str, Any] | None = None):
+        from lit_pref.tasks import get_task
+
+        self.task = get_task(task, options)
+
+    def __call__(self, prompts, responses):
+        return torch.tensor(self.task.reward(prompts, responses), dtype=torch.float32)
+
+
+class CallableReward(Reward):
+    """A Python function `fn(prompts, responses) -> list[float]`.
+
+    Args:
+        function: 'package.module:function'.
+    """
+
+    def __init__(self, function: str):
+        module_name, _, attr = function.partition(":")
+        try:
+            self.fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"reward function {function!r} cannot be imported ({exc}); give 'package.module:function'"
+            ) from exc
+
+    def __call__(self, prompts, responses):
+        return torch.as_tensor(self.fn(prompts, responses), dtype=torch.float32)
+
+
+class RewardModelScorer(Reward):
+    """A trained reward model: a lit_pref.RewardModel export (or any AutoModelForSequenceClassification
+    folder with one label), scored at the last attended token of the rendered prompt + response.
+
+    Args:
+        path: The exported folder.
+        text_as_chat: Render plain strings with the chat template, as the reward model was trained.
+        max_length: Token limit of prompt + response.
+        max_prompt_length: Token limit of the prompt (its end is kept).
+        batch_size: Pairs per forward.
+        device: Where the model runs.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        text_as_chat: bool = False,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        batch_size: int = 32,
+        device: str = "cpu",
+    ):
+        from lit_pref.data.render import Renderer
+        from lit_pref.models.loading import load_sequence_scorer, load_tokenizer
+
+        self.tokenizer = load_tokenizer(path)
+        self.model = load_sequence_scorer(path, pad_token_id=self.tokenizer.pad_token_id).to(device).eval()
+        self.renderer = Renderer(self.tokenizer, max_length, max_prompt_length, text_as_chat)
+        self.batch_size = batch_size
+
+    def __call__(self, prompts, responses):
+        from lit_pref.models.scoring import score_texts
+
+        return score_texts(self.model, self.renderer, prompts, responses, self.batch_size)
