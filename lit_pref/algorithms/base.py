@@ -200,6 +200,21 @@ class PolicyModule(pl.LightningModule):
             completions.append(row[: row.index(eos) + 1] if eos in row else row)
         return completions
 
+    def complete(
+        self, prompts: list[list[int]], batch_size: int = 32, seed: int = 0, **kwargs: Any
+    ) -> list[list[int]]:
+        """Generate for a list of prompt token-id lists, `batch_size` at a time (left-padded, seeded per batch);
+        `kwargs` go to `generate`."""
+        from lit_pref.data.collate import pad_rows
+
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            ids = pad_rows(chunk, self.tokenizer.pad_token_id, left=True)
+            mask = pad_rows([[1] * len(p) for p in chunk], 0, left=True)
+            out += self.generate(ids, mask, seed=seed + start, **kwargs)
+        return out
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         completions = self.generate(
             batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False

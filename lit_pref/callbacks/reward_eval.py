@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from lit_pref.callbacks.samples import text_loggers
-from lit_pref.data.collate import _pad, sequences_batch
+from lit_pref.data.collate import sequences_batch
 from lit_pref.models.companions import frozen_copy_of_policy
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.rewards import Reward
@@ -77,15 +77,10 @@ class RewardEvaluation(pl.Callback):
     # -- sampling -----------------------------------------------------------------------------------------
     def _sample(self, module, model=None) -> tuple[list[list[int]], list[str]]:
         """Completion ids and texts for every eval prompt, from `model` (default: the policy)."""
-        ids = []
-        for start in range(0, len(self._prompts), self.batch_size):
-            chunk = self._prompts[start : start + self.batch_size]
-            prompt_ids = _pad(chunk, module.tokenizer.pad_token_id, left=True)
-            mask = _pad([[1] * len(p) for p in chunk], 0, left=True)
-            ids += module.generate(
-                prompt_ids, mask, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                seed=self.seed + start, model=model,
-            )  # fmt: skip
+        ids = module.complete(
+            self._prompts, self.batch_size, self.seed, max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature, model=model,
+        )  # fmt: skip
         return ids, module.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     @torch.no_grad()

@@ -7,8 +7,6 @@ import json
 import lightning.pytorch as pl
 import torch
 
-from lit_pref.data.collate import _pad
-
 
 def text_loggers(trainer: pl.Trainer):
     return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_text")]
@@ -48,17 +46,13 @@ class GenerationSamples(pl.Callback):
 
     def sample(self, trainer: pl.Trainer, module) -> list[tuple[str, str]]:
         prompts = self._prompts(trainer)
-        pad = module.tokenizer.pad_token_id
-        ids = _pad(prompts, pad, left=True)
-        mask = _pad([[1] * len(p) for p in prompts], 0, left=True)
         greedy = self.temperature <= 0
-        completions = module.generate(
-            ids,
-            mask,
+        completions = module.complete(
+            prompts,
+            seed=self.seed,
             max_new_tokens=self.max_new_tokens,
             do_sample=not greedy,
             temperature=max(self.temperature, 1e-5),
-            seed=self.seed,
         )
         decode = module.tokenizer.decode
         return [

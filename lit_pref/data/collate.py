@@ -9,7 +9,7 @@ import torch
 from lit_pref.models.logprobs import IGNORE_INDEX
 
 
-def _pad(
+def pad_rows(
     rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None
 ) -> torch.Tensor:
     width = max(len(r) for r in rows)
@@ -30,11 +30,11 @@ def sequences_batch(
     """Right-padded prompt+completion sequences with labels that score only completion tokens."""
     seqs = [p + c for p, c in zip(prompts, completions)]
     label_rows = [[IGNORE_INDEX] * len(p) + c for p, c in zip(prompts, completions)]
-    input_ids = _pad(seqs, pad_id, multiple_of=multiple_of)
+    input_ids = pad_rows(seqs, pad_id, multiple_of=multiple_of)
     return {
         "input_ids": input_ids,
-        "attention_mask": _pad([[1] * len(s) for s in seqs], 0, multiple_of=multiple_of),
-        "labels": _pad(label_rows, IGNORE_INDEX, multiple_of=multiple_of),
+        "attention_mask": pad_rows([[1] * len(s) for s in seqs], 0, multiple_of=multiple_of),
+        "labels": pad_rows(label_rows, IGNORE_INDEX, multiple_of=multiple_of),
     }
 
 
@@ -76,8 +76,8 @@ class Collator:
                 if rows[0].get("propensity") is not None:
                     batch["propensity"] = torch.tensor([r["propensity"] for r in rows], dtype=torch.float32)
         if self.row_format == "prompt" or "prompt_text" in rows[0]:
-            batch["prompt_input_ids"] = _pad(prompts, self.pad_id, left=True)
-            batch["prompt_attention_mask"] = _pad([[1] * len(p) for p in prompts], 0, left=True)
+            batch["prompt_input_ids"] = pad_rows(prompts, self.pad_id, left=True)
+            batch["prompt_attention_mask"] = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
         if rows[0].get("preference") is not None:
             batch["preference"] = [r["preference"] for r in rows]
         return batch
