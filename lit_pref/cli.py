@@ -76,6 +76,11 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
             PreferenceDataModule,
             subclass_mode_model=True,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={
+                "description": "lit_pref: preference optimization on PyTorch Lightning. Subcommands fit, validate, "
+                "test, predict (pick the algorithm with --model or a config); also `python -m lit_pref data "
+                "--task reviews --format pairwise --out DIR` writes a built-in task's rows as JSONL."
+            },
             trainer_defaults=TRAINER_DEFAULTS,
             args=args,
         )
