@@ -1,7 +1,14 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
-from lit_pref.algorithms import DPO, SFT, PolicyModule, RewardModel
-from lit_pref.callbacks import ExportHF, GenerationSamples, PredictionWriter, RewardEvaluation
+from lit_pref.algorithms import DPO, MPO, SFT, PolicyModule, RewardModel
+from lit_pref.callbacks import (
+    ExportHF,
+    GameMetrics,
+    GenerationSamples,
+    MagnetUpdate,
+    PredictionWriter,
+    RewardEvaluation,
+)
 from lit_pref.data import PreferenceDataModule
 from lit_pref.errors import ConfigError, DataError, LitPrefError
 from lit_pref.models import (
@@ -12,12 +19,27 @@ from lit_pref.models import (
     Precomputed,
     RefreshableCopy,
 )
+from lit_pref.oracles import (
+    BradleyTerryOracle,
+    CallableOracle,
+    CyclicStyleOracle,
+    MatrixOracle,
+    PreferenceOracle,
+)
 from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DPO",
+    "MPO",
+    "GameMetrics",
+    "MagnetUpdate",
+    "BradleyTerryOracle",
+    "CallableOracle",
+    "CyclicStyleOracle",
+    "MatrixOracle",
+    "PreferenceOracle",
     "SFT",
     "CompanionModel",
     "ConfigError",

@@ -67,3 +67,49 @@ def bradley_terry_loss(
 ) -> Tensor:
     """Reward-model loss per pair: -log sigma(r(y_w) - r(y_l) - margin)."""
     return -F.logsigmoid(chosen_scores - rejected_scores - margin)
+
+
+def group_win_rates(preferences: Tensor) -> Tensor:
+    """P_i = (1 / (K - 1)) sum_{j != i} P(y_i > y_j): each sample's win rate against the others in its group.
+
+    `preferences` is (B, K, K) with P[b, i, j] = P(y_i > y_j); returns (B, K).
+    """
+    k = preferences.shape[-1]
+    off_diagonal = preferences.sum(-1) - preferences.diagonal(dim1=-2, dim2=-1)
+    return off_diagonal / (k - 1)
+
+
+def mpo_pairwise_loss(
+    policy: Tensor, snapshot: Tensor, magnet: Tensor, win_rates: Tensor, eta: float, alpha: float
+) -> Tensor:
+    """MPO's magnetic-mirror-descent step as a pairwise regression, one loss per prompt.
+
+    All tensors are (B, K) summed sequence log-probs (policy = l_theta, snapshot = l_t of the policy that sampled,
+    magnet = l_ref) and win rates P_i. For every pair i < j of a group:
+        d = (1 + eta alpha)(l_theta_i - l_theta_j) - (l_t_i - l_t_j) - eta alpha (l_ref_i - l_ref_j) - eta (P_i - P_j)
+    and the loss is the mean of d^2 over pairs. Its minimizer is the closed-form MMD step
+    (1 + eta alpha) log pi' = log pi_t + eta alpha log pi_ref + eta P(y > pi_t) + c(x), whose normalizer cancels.
+    alpha = 0 gives the mirror-descent (SPPO-like) step.
+    """
+    target = snapshot + eta * alpha * magnet + eta * win_rates
+    residual = (
+        1 + eta * alpha
+    ) * policy - target  # (B, K); equal to the closed form up to a per-prompt constant
+    diffs = residual[:, :, None] - residual[:, None, :]
+    k = policy.shape[1]
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=policy.device), diagonal=1)
+    return (diffs[:, upper] ** 2).mean(-1)
+
+
+def mpo_reinforce_loss(
+    policy: Tensor, snapshot: Tensor, magnet: Tensor, win_rates: Tensor, eta: float, alpha: float
+) -> Tensor:
+    """MPO's step as REINFORCE with the KL terms in the reward (the MPO-RT form), one loss per prompt.
+
+    On samples y_i from the snapshot pi_t, the score-function gradient of
+    E[P(y > pi_t)] - alpha KL(pi_theta || pi_ref) - (1 / eta) KL(pi_theta || pi_t) uses the per-sample reward
+        A_i = (P_i - 1/2) - alpha (l_theta_i - l_ref_i) - (1 / eta)(l_theta_i - l_t_i),   (detached)
+    and loss = -mean_i A_i l_theta_i. (The 1/2 baseline is exact in round-robin self-play, where the P_i average 1/2.)
+    """
+    advantage = (win_rates - 0.5) - alpha * (policy - magnet) - (policy - snapshot) / eta
+    return -(advantage.detach() * policy).mean(-1)

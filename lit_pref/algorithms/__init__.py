@@ -1,6 +1,7 @@
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.algorithms.dpo import DPO
+from lit_pref.algorithms.mpo import MPO
 from lit_pref.algorithms.reward_model import RewardModel
 from lit_pref.algorithms.sft import SFT
 
-__all__ = ["DPO", "PolicyModule", "RewardModel", "SFT"]
+__all__ = ["DPO", "MPO", "PolicyModule", "RewardModel", "SFT"]

@@ -50,8 +50,8 @@ class PolicyModule(pl.LightningModule):
 
     #: row formats (see PreferenceDataModule.format) this algorithm trains on
     accepted_formats: tuple[str, ...] = ("pairwise",)
-    #: constructor arguments that hold companion providers (modules: saved as weights, not hyper-parameters)
-    companion_args: tuple[str, ...] = ()
+    #: constructor arguments holding objects (companion providers, oracles), not settings: not hyper-parameters
+    object_args: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -69,7 +69,7 @@ class PolicyModule(pl.LightningModule):
         max_prompt_length: int = 256,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=list(self.companion_args))
+        self.save_hyperparameters(ignore=list(self.object_args))
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
@@ -122,6 +122,27 @@ class PolicyModule(pl.LightningModule):
                 f"{type(self).__name__} trains on {' or '.join(self.accepted_formats)} rows but the data has {fmt} "
                 "rows. Point data.train at suitable data, or set data.format / data.columns"
             )
+
+    def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
+        """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
+        returns its refresh count. Callbacks (MagnetUpdate) change companions only through this method."""
+        provider = self.refreshable(name)
+        if ema_decay is None:
+            provider.refresh_from(self.policy)
+        else:
+            provider.ema_update(self.policy, ema_decay)
+        return int(provider.refreshes)
+
+    def refreshable(self, name: str):
+        from lit_pref.models.companions import RefreshableCopy
+
+        provider = self.companions().get(name)
+        if not isinstance(provider, RefreshableCopy):
+            raise ConfigError(
+                f"{type(self).__name__}.{name} is {type(provider).__name__ if provider else 'not a companion'}, "
+                f"not a lit_pref.RefreshableCopy: set model.init_args.{name}: lit_pref.RefreshableCopy to refresh it"
+            )
+        return provider
 
     def _prepare_companions(self) -> None:
         for provider in self.companions().values():
@@ -260,10 +281,14 @@ class PolicyModule(pl.LightningModule):
         if self._step_started is None:
             return
         elapsed = time.perf_counter() - self._step_started
-        tokens = float(batch["attention_mask"].sum()) * self.trainer.world_size
+        tokens = self.step_tokens(batch) * self.trainer.world_size
         self.log_dict(
             {"perf/step_time": elapsed, "perf/tokens_per_sec": tokens / max(elapsed, 1e-9)}, on_step=True
         )
+
+    def step_tokens(self, batch: dict[str, Any]) -> float:
+        """Tokens processed by a training step (non-padding), for perf/tokens_per_sec."""
+        return float(batch["attention_mask"].sum())
 
     # -- optimization -------------------------------------------------------------------------------------
     def configure_optimizers(self):

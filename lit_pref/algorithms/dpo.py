@@ -23,7 +23,7 @@ class DPO(PolicyModule):
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
 
-    companion_args = ("reference",)
+    object_args = ("reference",)
 
     def __init__(
         self,

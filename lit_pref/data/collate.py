@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -78,6 +79,8 @@ class Collator:
         if self.row_format == "prompt" or "prompt_text" in rows[0]:
             batch["prompt_input_ids"] = pad_rows(prompts, self.pad_id, left=True)
             batch["prompt_attention_mask"] = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
+            if "prompt_text" in rows[0]:
+                batch["prompt_text"] = [json.loads(r["prompt_text"]) for r in rows]
         if rows[0].get("preference") is not None:
             batch["preference"] = [r["preference"] for r in rows]
         return batch

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 BUILTIN_PREFIX = "builtin:"
-TINY_VERSION = "tiny-v1"
+BUILTIN_VERSION = "v1"  # bump when a built-in recipe changes, so caches rebuild
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Every message is <|role|>content<|end|>; <|end|> is the EOS token, so generation stops after one turn.
@@ -126,12 +126,15 @@ def _build_model(folder: Path, tokenizer) -> None:
 
 def build_tiny(folder: str | Path) -> Path:
     """Build the tiny tokenizer + model into `folder` (written to a temp dir, then renamed into place)."""
-    folder = Path(folder)
+    return _atomic_build(Path(folder), lambda tmp: _build_model(tmp, _build_tokenizer(tmp)))
+
+
+def _atomic_build(folder: Path, build) -> Path:
+    """Run build(tmp_dir) and rename tmp_dir to `folder`; concurrent builders keep the first finished copy."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        tokenizer = _build_tokenizer(tmp)
-        _build_model(tmp, tokenizer)
+        build(tmp)
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first: keep theirs
@@ -143,16 +146,21 @@ def build_tiny(folder: str | Path) -> Path:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny` (or `builtin:tiny-sft-<task>`) into its cached folder, building it on first use;
-    other specs pass through."""
+    """Turn `builtin:tiny`, `builtin:tiny-sft-<task>` or `builtin:game-<game>` into its cached folder, building it
+    on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
-    folder = cache_root() / "models" / f"{TINY_VERSION}{name[len('tiny') :]}"
+    folder = cache_root() / "models" / f"{name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
     if name == "tiny":
         build_tiny(folder)
+    elif name.startswith("game-"):
+        from lit_pref.tasks.games import build_game_model, get_game
+
+        game = get_game(name[5:])
+        _atomic_build(folder, lambda tmp: build_game_model(tmp, game))
     elif name.startswith("tiny-sft-"):
         from lit_pref.models.builtin_sft import build_tiny_sft
         from lit_pref.tasks import TASKS
@@ -166,5 +174,7 @@ def resolve_model_path(spec: str) -> str:
     else:
         from lit_pref.errors import ConfigError
 
-        raise ConfigError(f"unknown built-in model {spec!r}: use 'builtin:tiny' or 'builtin:tiny-sft-<task>'")
+        raise ConfigError(
+            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-sft-<task>' or 'builtin:game-<game>'"
+        )
     return str(folder)

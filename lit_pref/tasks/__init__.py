@@ -12,8 +12,12 @@ TASKS: dict[str, type[Task]] = {"reviews": ReviewsTask}
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    if name.startswith("game-"):
+        from lit_pref.tasks.games import get_game
+
+        return get_game(name[5:], **(options or {}))
     if name not in TASKS:
-        raise DataError(f"unknown task {name!r}: the built-in tasks are {sorted(TASKS)}")
+        raise DataError(f"unknown task {name!r}: the built-in tasks are {sorted(TASKS)} and game-<name>")
     try:
         return TASKS[name](**(options or {}))
     except TypeError as exc:
