@@ -236,13 +236,21 @@ class PolicyModule(pl.LightningModule):
             out += self.generate(ids, mask, seed=seed + start, **kwargs)
         return out
 
+    def decode_completions(self, completions: list[list[int]]) -> list[str]:
+        """Text of generated completions: the trailing EOS is dropped and nothing else, since a completion holds
+        no padding and a response token may double as a special token (the games' pad token is a response)."""
+        eos = self.tokenizer.eos_token_id
+        trimmed = [c[:-1] if c and c[-1] == eos else c for c in completions]
+        return self.tokenizer.batch_decode(trimmed, skip_special_tokens=False)
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         completions = self.generate(
             batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False
         )
-        prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
-        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return [{"prompt": p, "response": t} for p, t in zip(prompts, texts)]
+        prompts = batch.get("prompt_text") or self.tokenizer.batch_decode(
+            batch["prompt_input_ids"], skip_special_tokens=True
+        )
+        return [{"prompt": p, "response": t} for p, t in zip(prompts, self.decode_completions(completions))]
 
     # -- steps --------------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -108,7 +108,7 @@ class MPO(PolicyModule):
             max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
             top_k=self.hparams.top_k, top_p=self.hparams.top_p,
         )  # fmt: skip
-        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts = self.decode_completions(ids)
         return rows, ids, [texts[i : i + k] for i in range(0, len(texts), k)], k
 
     def _magnet_samples(self, batch) -> list[str] | None:
@@ -123,7 +123,7 @@ class MPO(PolicyModule):
             max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
             top_k=self.hparams.top_k, top_p=self.hparams.top_p, model=model,
         )  # fmt: skip
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return self.decode_completions(ids)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         prompts, responses, texts, k = self._self_play(batch)
@@ -168,6 +168,7 @@ class MPO(PolicyModule):
         self.iterations += 1
         self._tokens = float(seqs["attention_mask"].sum()) * (1 + self.hparams.updates_per_iteration)
         self._log_iteration(torch.stack(losses), snapshot, magnet, win_rates, preferences, n, win_vs_magnet)
+        return torch.stack(losses).mean()  # reaches callbacks as outputs["loss"]
 
     def _log_iteration(self, losses, snapshot, magnet, win_rates, preferences, n, win_vs_magnet) -> None:
         if self.hparams.exact:  # exact KL(pi_t || pi_ref) over the whole response set

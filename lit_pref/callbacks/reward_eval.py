@@ -81,7 +81,7 @@ class RewardEvaluation(pl.Callback):
             self._prompts, self.batch_size, self.seed, max_new_tokens=self.max_new_tokens,
             temperature=self.temperature, model=model,
         )  # fmt: skip
-        return ids, module.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return ids, module.decode_completions(ids)
 
     @torch.no_grad()
     def _kl(self, module, completions: list[list[int]]) -> float:
