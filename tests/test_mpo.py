@@ -21,6 +21,7 @@ from lit_pref.tasks.games import (
     nash_equilibrium,
     regularized_equilibrium,
 )
+from tests.conftest import DATA
 from tests.helpers import Recorder, trainer
 
 # -- oracles ------------------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_magnet_update_refreshes_on_schedule():
 
 def test_magnet_update_needs_a_refreshable_companion():
     data = lit_pref.PreferenceDataModule(
-        train=str(__import__("tests.conftest").conftest.DATA / "reviews_pairs_train.jsonl"),
+        train=str(DATA / "reviews_pairs_train.jsonl"),
         max_rows=32,
         batch_size=16,
     )

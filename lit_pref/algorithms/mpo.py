@@ -42,7 +42,8 @@ class MPO(PolicyModule):
         top_k: Top-k sampling (0: off).
         top_p: Nucleus sampling (1.0: off).
         max_grad_norm: Gradient-norm clip per optimizer step (None: off).
-        seed: Base seed of the self-play sampling (iteration t samples with seed + t), so resumed runs resample alike.
+        sampling_seed: Base seed of the self-play sampling (iteration t uses sampling_seed + 1000 t), so resumed
+            runs resample alike.
         magnet: Companion provider of the magnet pi_ref (default: RefreshableCopy of the starting policy).
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
@@ -64,7 +65,7 @@ class MPO(PolicyModule):
         top_k: int = 0,
         top_p: float = 1.0,
         max_grad_norm: float | None = 1.0,
-        seed: int = 0,
+        sampling_seed: int = 0,
         magnet: CompanionModel | None = None,
         **kwargs: Any,
     ):
@@ -104,7 +105,7 @@ class MPO(PolicyModule):
         k = self.hparams.num_samples
         rows = [p for p in prompts for _ in range(k)]
         ids = self.complete(
-            rows, batch_size=len(rows), seed=self.hparams.seed + 1000 * int(self.iterations),
+            rows, batch_size=len(rows), seed=self.hparams.sampling_seed + 1000 * int(self.iterations),
             max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
             top_k=self.hparams.top_k, top_p=self.hparams.top_p,
         )  # fmt: skip
@@ -119,7 +120,7 @@ class MPO(PolicyModule):
         masks = batch["prompt_attention_mask"].bool()
         prompts = [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
         ids = self.complete(
-            prompts, batch_size=len(prompts), seed=self.hparams.seed + 1000 * int(self.iterations) + 999,
+            prompts, batch_size=len(prompts), seed=self.hparams.sampling_seed + 1000 * int(self.iterations) + 999,
             max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
             top_k=self.hparams.top_k, top_p=self.hparams.top_p, model=model,
         )  # fmt: skip
@@ -181,9 +182,6 @@ class MPO(PolicyModule):
             "mpo/loss_last_update": losses[-1],
             "mpo/kl_to_magnet": kl,
             "mpo/win_rate_spread": win_rates.std(-1).mean(),
-            "mpo/magnet_updates": self.magnet.refreshes.float()
-            if isinstance(self.magnet, RefreshableCopy)
-            else 0.0,
             "mpo/iterations": self.iterations.float(),
         }
         if self.hparams.exact:  # exact P(pi_t > pi_ref)
