@@ -11,7 +11,6 @@ P[b, i, j] = P(y_i > y_j | x_b) and P + P^T = 1 (the diagonal is 1/2). In YAML, 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lit_pref.errors import ConfigError
+from lit_pref.imports import import_callable
 from lit_pref.rewards import Reward
 from lit_pref.tasks.games import check_preference_matrix, get_game
 
@@ -130,11 +130,7 @@ class CallableOracle(PreferenceOracle):
     """
 
     def __init__(self, function: str):
-        module_name, _, attr = function.partition(":")
-        try:
-            self.fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"oracle function {function!r} cannot be imported ({exc})") from exc
+        self.fn = import_callable(function, "CallableOracle.function")
 
     def __call__(self, prompts, responses):
         k = len(responses[0])

@@ -10,13 +10,12 @@ message lists (as in the data), responses are strings. In YAML, give one by clas
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lit_pref.errors import ConfigError
+from lit_pref.imports import import_callable
 
 
 class Reward:
@@ -51,13 +50,7 @@ class CallableReward(Reward):
     """
 
     def __init__(self, function: str):
-        module_name, _, attr = function.partition(":")
-        try:
-            self.fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(
-                f"reward function {function!r} cannot be imported ({exc}); give 'package.module:function'"
-            ) from exc
+        self.fn = import_callable(function, "CallableReward.function")
 
     def __call__(self, prompts, responses):
         return torch.as_tensor(self.fn(prompts, responses), dtype=torch.float32)

@@ -190,3 +190,18 @@ def test_data_subcommand_writes_jsonl(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert rows == get_task("reviews", {"num_rows": 40}).rows("pairwise", "train")
     assert len((tmp_path / "val.jsonl").read_text().splitlines()) == 32
+
+
+def python_rows():
+    return [{"prompt": "Review the lamp.", "response": "The lamp is great."}] * 20
+
+
+def test_python_function_source_and_its_error():
+    dm = lit_pref.PreferenceDataModule(train="python:tests.test_tasks:python_rows", batch_size=4)
+    dm.setup("fit")
+    assert dm.row_format == "demonstration" and len(dm.datasets["train"]) == 20
+    with pytest.raises(
+        ConfigError,
+        match="data source python:tests.test_tasks:nope: 'tests.test_tasks:nope' cannot be imported",
+    ):
+        lit_pref.PreferenceDataModule(train="python:tests.test_tasks:nope").setup("fit")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from lit_pref.errors import DataError
+from lit_pref.imports import import_callable
 
 FILE_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -32,14 +32,7 @@ def _load_file(path: str):
 def _load_python(target: str):
     import datasets
 
-    module_name, _, attr = target.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(
-            f"python:{target}: cannot import it ({exc}); give 'python:package.module:function'"
-        ) from exc
-    rows = fn()
+    rows = import_callable(target, f"data source python:{target}")()
     if isinstance(rows, datasets.Dataset):
         return rows
     rows = list(rows)
