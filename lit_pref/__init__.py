@@ -1,6 +1,6 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
-from lit_pref.algorithms import DPO, MPO, SFT, PolicyModule, RewardModel
+from lit_pref.algorithms import DPO, MPO, SFT, WSPO, PolicyModule, RewardModel
 from lit_pref.callbacks import (
     ExportHF,
     GameMetrics,
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DPO",
     "MPO",
+    "WSPO",
     "GameMetrics",
     "MagnetUpdate",
     "BradleyTerryOracle",

@@ -113,3 +113,32 @@ def mpo_reinforce_loss(
     """
     advantage = (win_rates - 0.5) - alpha * (policy - magnet) - (policy - snapshot) / eta
     return -(advantage.detach() * policy).mean(-1)
+
+
+def wspo_loss(
+    strong_delta: Tensor,
+    weak_delta: Tensor,
+    mask: Tensor,
+    gamma: float,
+    level: Literal["token", "sequence"] = "token",
+    average: bool = False,
+) -> Tensor:
+    """WSPO: make the strong model's log-ratio, scaled by gamma, match the weak model's alignment shift.
+
+    `strong_delta` = log pi_theta - log pi_ref^s and `weak_delta` = log pi_r^w - log pi_ref^w, per token, (B, T),
+    with `mask` marking response tokens. Returns one loss per example:
+    token:    (1 / n) sum_t m_t (gamma strong_t - weak_t)^2           (the official implementation)
+    sequence: (gamma sum_t strong_t - sum_t weak_t)^2                 (reaches pi* ∝ pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma))
+              with average=True the sums become length means.
+    """
+    count = mask.sum(-1).clamp(min=1)
+    if level == "token":
+        residual = torch.where(mask.bool(), gamma * strong_delta - weak_delta, 0.0)
+        return (residual**2).sum(-1) / count
+    if level == "sequence":
+        strong = torch.where(mask.bool(), strong_delta, 0.0).sum(-1)
+        weak = torch.where(mask.bool(), weak_delta, 0.0).sum(-1)
+        if average:
+            strong, weak = strong / count, weak / count
+        return (gamma * strong - weak) ** 2
+    raise ValueError(f"unknown WSPO level {level!r}")

@@ -3,5 +3,6 @@ from lit_pref.algorithms.dpo import DPO
 from lit_pref.algorithms.mpo import MPO
 from lit_pref.algorithms.reward_model import RewardModel
 from lit_pref.algorithms.sft import SFT
+from lit_pref.algorithms.wspo import WSPO
 
-__all__ = ["DPO", "MPO", "PolicyModule", "RewardModel", "SFT"]
+__all__ = ["DPO", "MPO", "PolicyModule", "RewardModel", "SFT", "WSPO"]

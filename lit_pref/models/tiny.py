@@ -96,17 +96,24 @@ def _build_tokenizer(folder: Path):
     return hf
 
 
-def _build_model(folder: Path, tokenizer) -> None:
+SIZES = {  # name -> (hidden, intermediate, layers, heads); both share one tokenizer (weak-to-strong pairs)
+    "tiny": (128, 344, 4, 4),  # 1.0 M parameters
+    "tiny-large": (256, 688, 4, 4),  # 3.7 M parameters
+}
+
+
+def _build_model(folder: Path, tokenizer, size: str = "tiny") -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    hidden, intermediate, layers, heads = SIZES[size]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=344,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -146,8 +153,8 @@ def _atomic_build(folder: Path, build) -> Path:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-sft-<task>` or `builtin:game-<game>` into its cached folder, building it
-    on first use; other specs pass through."""
+    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` into its
+    cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
@@ -156,25 +163,33 @@ def resolve_model_path(spec: str) -> str:
         return str(folder)
     if name == "tiny":
         build_tiny(folder)
+    elif name in SIZES:  # other sizes reuse builtin:tiny's tokenizer files, so the models share one tokenizer
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
+        _atomic_build(
+            folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name))
+        )
     elif name.startswith("game-"):
         from lit_pref.tasks.games import build_game_model, get_game
 
         game = get_game(name[5:])
         _atomic_build(folder, lambda tmp: build_game_model(tmp, game))
-    elif name.startswith("tiny-sft-"):
+    elif "-sft-" in name and name.split("-sft-")[0] in SIZES:
         from lit_pref.models.builtin_sft import build_tiny_sft
         from lit_pref.tasks import TASKS
 
-        task = name[len("tiny-sft-") :]
+        base, task = name.split("-sft-")
         if task not in TASKS:
             from lit_pref.errors import ConfigError
 
             raise ConfigError(f"unknown built-in model {spec!r}: the tasks are {sorted(TASKS)}")
-        build_tiny_sft(folder, task)
+        build_tiny_sft(folder, task, base)
     else:
         from lit_pref.errors import ConfigError
 
         raise ConfigError(
-            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-sft-<task>' or 'builtin:game-<game>'"
+            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-large', 'builtin:<size>-sft-<task>' "
+            "or 'builtin:game-<game>'"
         )
     return str(folder)
