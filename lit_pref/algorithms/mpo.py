@@ -93,10 +93,25 @@ class MPO(PolicyModule):
         return self.refresh_companion("magnet", ema_decay)
 
     # -- one iteration ------------------------------------------------------------------------------------
+    @staticmethod
+    def _prompt_lists(batch) -> list[list[int]]:
+        masks = batch["prompt_attention_mask"].bool()
+        return [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
+
+    def _sample(
+        self, rows: list[list[int]], seed_offset: int = 0, model=None
+    ) -> tuple[list[list[int]], list[str]]:
+        """One completion per row (seeded by iteration), from the policy or `model`; ids and texts."""
+        ids = self.complete(
+            rows, batch_size=len(rows), seed=self.hparams.sampling_seed + 1000 * int(self.iterations) + seed_offset,
+            max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
+            top_k=self.hparams.top_k, top_p=self.hparams.top_p, model=model,
+        )  # fmt: skip
+        return ids, self.decode_completions(ids)
+
     def _self_play(self, batch) -> tuple[list[list[int]], list[list[int]], list[list[str]], int]:
         """(prompt ids per row, response ids per row, response texts per prompt, K); rows are prompt-major."""
-        masks = batch["prompt_attention_mask"].bool()
-        prompts = [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
+        prompts = self._prompt_lists(batch)
         if self.hparams.exact:
             texts = list(self.oracle.index)
             ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -104,12 +119,7 @@ class MPO(PolicyModule):
             return [p for p in prompts for _ in range(k)], ids * len(prompts), [texts] * len(prompts), k
         k = self.hparams.num_samples
         rows = [p for p in prompts for _ in range(k)]
-        ids = self.complete(
-            rows, batch_size=len(rows), seed=self.hparams.sampling_seed + 1000 * int(self.iterations),
-            max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
-            top_k=self.hparams.top_k, top_p=self.hparams.top_p,
-        )  # fmt: skip
-        texts = self.decode_completions(ids)
+        ids, texts = self._sample(rows)
         return rows, ids, [texts[i : i + k] for i in range(0, len(texts), k)], k
 
     def _magnet_samples(self, batch) -> list[str] | None:
@@ -117,14 +127,7 @@ class MPO(PolicyModule):
         model = getattr(self.magnet, "model", None)
         if model is None or self.hparams.exact:
             return None
-        masks = batch["prompt_attention_mask"].bool()
-        prompts = [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
-        ids = self.complete(
-            prompts, batch_size=len(prompts), seed=self.hparams.sampling_seed + 1000 * int(self.iterations) + 999,
-            max_new_tokens=self.hparams.max_new_tokens, temperature=self.hparams.temperature,
-            top_k=self.hparams.top_k, top_p=self.hparams.top_p, model=model,
-        )  # fmt: skip
-        return self.decode_completions(ids)
+        return self._sample(self._prompt_lists(batch), seed_offset=999, model=model)[1]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         prompts, responses, texts, k = self._self_play(batch)
