@@ -44,6 +44,9 @@ class PolicyModule(pl.LightningModule):
         warmup_steps: Linear warm-up steps from 0 to `lr`.
         lr_schedule: Shape after warm-up: constant, linear decay to 0, or cosine decay to 0.
         disable_dropout: Set every dropout probability to 0 (policy and companions agree on a token's log-prob).
+        fsdp_param_dtype: Under FSDP2 (ModelParallelStrategy), compute in this dtype (e.g. bfloat16) with fp32
+            gradient reduction; unset keeps the weights' dtype.
+        fsdp_offload_frozen: Under FSDP2, keep the frozen companion models' shards on the CPU between uses.
         max_length: Linked from `data.max_length`.
         max_prompt_length: Linked from `data.max_prompt_length`; generation may add max_length - this.
     """
@@ -65,6 +68,8 @@ class PolicyModule(pl.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: Schedule = "constant",
         disable_dropout: bool = True,
+        fsdp_param_dtype: str | None = None,
+        fsdp_offload_frozen: bool = False,
         max_length: int = 512,
         max_prompt_length: int = 256,
     ):
@@ -106,6 +111,18 @@ class PolicyModule(pl.LightningModule):
         self.policy.train()  # from_pretrained returns eval mode
         for provider in self.companions().values():
             provider.attach(self)
+        if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
+            self._shard(self.device_mesh["data_parallel"])
+
+    def _shard(self, mesh) -> None:
+        from lit_pref.models.sharding import shard
+
+        dtype, offload = self.hparams.fsdp_param_dtype, self.hparams.fsdp_offload_frozen
+        shard(self.policy, mesh, frozen=False, param_dtype=dtype)
+        for provider in self.companions().values():
+            provider.checkpointed = True  # sharded checkpoints are loaded strictly, so they hold every shard
+            for model in provider.frozen_models():
+                shard(model, mesh, frozen=True, param_dtype=dtype, offload_frozen=offload)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -157,23 +174,6 @@ class PolicyModule(pl.LightningModule):
     def on_test_start(self) -> None:
         self._prepare_companions()
 
-    # -- checkpoints: frozen companions are rebuilt, not saved ------------------------------------------
-    def _transient_prefixes(self) -> list[str]:
-        return [f"{name}." for name, p in self.companions().items() if not p.persistent]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        prefixes = tuple(self._transient_prefixes())
-        if prefixes:
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith(prefixes)]:
-                del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        prefixes = tuple(self._transient_prefixes())
-        if prefixes:
-            current = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
-            checkpoint["state_dict"].update(current)
-
     # -- log-probs and generation -------------------------------------------------------------------------
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
         return sequence_logps(self.policy, batch)
@@ -212,6 +212,7 @@ class PolicyModule(pl.LightningModule):
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
                     use_cache=True,
+                    synced_gpus=self.trainer.world_size > 1 if self._trainer is not None else False,
                 )
         finally:
             model.train(was_training)

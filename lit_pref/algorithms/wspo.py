@@ -16,7 +16,7 @@ from lit_pref.algorithms.base import PolicyModule, default_reference
 from lit_pref.data.datamodule import tokenizer_identity
 from lit_pref.errors import ConfigError
 from lit_pref.losses import wspo_loss
-from lit_pref.models.companions import CompanionModel, FrozenCopy, Precomputed, model_identity
+from lit_pref.models.companions import CompanionModel, FrozenCopy, Precomputed
 from lit_pref.models.loading import load_tokenizer
 
 
@@ -88,7 +88,7 @@ class WSPO(PolicyModule):
 
     def _warn_if_no_weak_shift(self) -> None:
         ref, aligned = (getattr(p, "source", p) for p in (self.weak_reference, self.weak_aligned))
-        if model_identity(ref.model, "") == model_identity(aligned.model, ""):
+        if ref.identity() == aligned.identity():
             warnings.warn(
                 "WSPO: weak_aligned has the same weights as weak_reference, so the weak shift is zero and there is "
                 "nothing to learn. Point weak_aligned at the weak model after alignment",

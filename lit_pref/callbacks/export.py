@@ -30,12 +30,38 @@ def atomic_save_dir(target: str | Path, write) -> Path:
     return target
 
 
-def export_module(module, dirpath: str | Path, merge_lora: bool = True) -> Path:
-    """Save `module`'s policy (or reward model) and tokenizer with save_pretrained into `dirpath`."""
-    model = module.model_for_export(merge_lora)
+def full_state_dict(model) -> dict | None:
+    """The whole state dict of an FSDP2-sharded model, gathered to the CPU (collective: call on every rank);
+    None for an unsharded model."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def export_module(
+    module, dirpath: str | Path, merge_lora: bool = True, is_writer: bool = True
+) -> Path | None:
+    """Save `module`'s policy (or reward model) and tokenizer with save_pretrained into `dirpath`.
+
+    Under FSDP2 every rank must call this (the weights are gathered first); only `is_writer` writes."""
+    from lit_pref.errors import ConfigError
+    from lit_pref.models.loading import is_peft
+
+    state = full_state_dict(module.policy)
+    if state is not None and is_peft(module.policy) and merge_lora:
+        raise ConfigError(
+            "ExportHF: merging LoRA into sharded weights is not supported; set merge_lora: false"
+        )
+    model = module.policy if state is not None else module.model_for_export(merge_lora)
+    if not is_writer:
+        return None
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state) if state is not None else model.save_pretrained(tmp)
         module.tokenizer.save_pretrained(tmp)
 
     return atomic_save_dir(dirpath, write)
@@ -55,8 +81,9 @@ class ExportHF(pl.Callback):
         self.exported_to: Path | None = None
 
     def on_fit_end(self, trainer: pl.Trainer, module) -> None:
-        if not trainer.is_global_zero:
-            return
         log_dir = trainer.log_dir or trainer.default_root_dir
-        self.exported_to = export_module(module, self.dirpath.format(log_dir=log_dir), self.merge_lora)
-        print(f"lit_pref: exported the policy to {self.exported_to}")
+        path = self.dirpath.format(log_dir=log_dir)
+        exported = export_module(module, path, self.merge_lora, is_writer=trainer.is_global_zero)
+        if exported is not None:
+            self.exported_to = exported
+            print(f"lit_pref: exported the policy to {self.exported_to}")

@@ -61,10 +61,10 @@ class GenerationSamples(pl.Callback):
         ]
 
     def _log(self, trainer, module) -> None:
+        with torch.no_grad():
+            pairs = self.sample(trainer, module)  # every rank: generation is collective under sharding
         if not trainer.is_global_zero:
             return
-        with torch.no_grad():
-            pairs = self.sample(trainer, module)
         table = "| prompt | response |\n|---|---|\n" + "\n".join(
             f"| {json.dumps(p)[1:-1]} | {json.dumps(r)[1:-1]} |" for p, r in pairs
         )

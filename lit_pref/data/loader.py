@@ -6,21 +6,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A seeded permutation per epoch (seed + epoch), optionally skipping its first `skip` indices once."""
+class EpochShuffleSampler(DistributedSampler):
+    """A seeded permutation per epoch (seed + epoch), split across data-parallel ranks, optionally skipping its
+    first `skip` indices once (mid-epoch resume).
+
+    Rank r takes permutation[r::world_size], cut to equal lengths, so global step k covers the same rows as step k
+    of a single process with world_size times the batch. Being a DistributedSampler, Lightning keeps it as is.
+    """
 
     def __init__(self, num_rows: int, seed: int, shuffle: bool = True):
-        self.num_rows = num_rows
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-        self.skip = 0
+        import torch.distributed as dist
 
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
-        self.epoch = epoch
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(
+            range(num_rows), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        self.num_rows = num_rows
+        self.skip = 0
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -28,11 +34,9 @@ class EpochShuffleSampler(Sampler[int]):
             order = torch.randperm(self.num_rows, generator=g).tolist()
         else:
             order = list(range(self.num_rows))
+        mine = order[self.rank : self.num_samples * self.num_replicas : self.num_replicas]
         skip, self.skip = self.skip, 0
-        return iter(order[skip:])
-
-    def __len__(self) -> int:
-        return self.num_rows
+        return iter(mine[skip:])
 
 
 class ResumableDataLoader(DataLoader):

@@ -47,6 +47,22 @@ def frozen_copy_of_policy(policy: nn.Module) -> nn.Module:
     return _freeze(clone)
 
 
+def _drop_own_keys(module, state_dict, prefix, local_metadata):
+    if module.checkpointed:
+        return
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _keep_own_weights(module, state_dict, prefix, *args):
+    """Loading a checkpoint (which does not hold these weights) keeps the ones `attach` built."""
+    if module.checkpointed:
+        return
+    for child_name, child in module.named_children():  # the children carry no hook: their full state dicts
+        for name, value in child.state_dict(prefix=f"{prefix}{child_name}.", keep_vars=True).items():
+            state_dict.setdefault(name, value.detach())
+
+
 def model_identity(model: nn.Module, name: str) -> str:
     """Cheap fingerprint of a model's weights: name, shapes and a sample of every parameter."""
     h = hashlib.sha256(name.encode())
@@ -58,10 +74,21 @@ def model_identity(model: nn.Module, name: str) -> str:
 
 
 class CompanionModel(nn.Module):
-    """Base class: something that gives per-token log-probs of a batch from a frozen model."""
+    """Base class: something that gives per-token log-probs of a batch from a frozen model.
+
+    A non-persistent provider (weights rebuilt by `attach`, e.g. a frozen copy of the starting policy) keeps its
+    weights out of state dicts and accepts state dicts without them. Under FSDP2 (`checkpointed` set by the
+    sharding), its shards are saved like the policy's: Lightning's sharded loader checks keys strictly.
+    """
 
     #: whether this provider's weights are written to (and read from) checkpoints
     persistent = False
+
+    def __init__(self):
+        super().__init__()
+        self.checkpointed = self.persistent
+        self._register_state_dict_hook(_drop_own_keys)
+        self._register_load_state_dict_pre_hook(_keep_own_weights, with_module=True)
 
     def attach(self, owner: PolicyModule) -> None:
         """Build or bind the frozen model once the policy exists (called from `configure_model`)."""
@@ -75,6 +102,11 @@ class CompanionModel(nn.Module):
     def identity(self) -> str:
         """A string that changes whenever this provider's log-probs would change."""
         raise NotImplementedError
+
+    def frozen_models(self) -> list[nn.Module]:
+        """The models this provider owns (sharded like the policy under FSDP2)."""
+        model = getattr(self, "model", None)
+        return [model] if model is not None else []
 
 
 class FrozenCopy(CompanionModel):
@@ -99,13 +131,15 @@ class FrozenCopy(CompanionModel):
                 if self.model_spec
                 else frozen_copy_of_policy(owner.policy)
             )
+            # fingerprint the unsharded weights once: cache keys do not depend on the strategy
+            self._identity = model_identity(self.model, "frozen")  # the weights decide the log-probs, not the path
 
     @torch.no_grad()
     def token_logps(self, batch: dict) -> TokenLogps:
         return sequence_logps(self.model, batch)
 
     def identity(self) -> str:
-        return model_identity(self.model, self.model_spec or "policy-copy")
+        return self._identity
 
 
 class DisabledAdapter(CompanionModel):
@@ -118,6 +152,7 @@ class DisabledAdapter(CompanionModel):
                 "or use lit_pref.FrozenCopy as the companion model"
             )
         object.__setattr__(self, "_policy", owner.policy)  # not a submodule: the policy is saved by its owner
+        self._identity = model_identity(owner.policy.get_base_model(), "disabled-adapter")
 
     @torch.no_grad()
     def token_logps(self, batch: dict) -> TokenLogps:
@@ -131,7 +166,7 @@ class DisabledAdapter(CompanionModel):
             policy.train(was_training)
 
     def identity(self) -> str:
-        return model_identity(self._policy.get_base_model(), "disabled-adapter")
+        return self._identity
 
 
 class RefreshableCopy(CompanionModel):
@@ -203,6 +238,9 @@ class Precomputed(CompanionModel):
 
     def attach(self, owner: PolicyModule) -> None:
         self.source.attach(owner)
+
+    def frozen_models(self) -> list[nn.Module]:
+        return self.source.frozen_models()
 
     def identity(self) -> str:
         if self._identity is None:

@@ -152,6 +152,23 @@ def _atomic_build(folder: Path, build) -> Path:
     return folder
 
 
+def _is_nonzero_rank() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (folder / "config.json").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{folder} was not built by rank 0 within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return str(folder)
+
+
 def resolve_model_path(spec: str) -> str:
     """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` into its
     cached folder, building it on first use; other specs pass through."""
@@ -161,6 +178,8 @@ def resolve_model_path(spec: str) -> str:
     folder = cache_root() / "models" / f"{name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
+    if _is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
+        return _wait_for(folder)
     if name == "tiny":
         build_tiny(folder)
     elif name in SIZES:  # other sizes reuse builtin:tiny's tokenizer files, so the models share one tokenizer

@@ -1,0 +1,120 @@
+"""Scale-out on 2 CPU processes (gloo): FSDP2 through ModelParallelStrategy, and DDP. Each run is a real
+`python -m lit_pref fit` in a subprocess, as users launch it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+PROBE = ["--trainer.callbacks+=tests.distributed_probe.LossProbe"]
+QUICK = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.limit_val_batches",
+    "0",
+    "--data.max_rows",
+    "128",
+]
+
+
+def fit(tmp_path, name: str, *args: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PROBE_OUT": str(out)}
+    cmd = [sys.executable, "-m", "lit_pref", "fit", *args, *QUICK, *PROBE,
+           "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.logger.init_args.name", name]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+DPO = ["--config", "configs/dpo.yaml", "--trainer.max_steps", "6", "--trainer.callbacks=[]"]
+FSDP2 = ["--config", "configs/strategy/fsdp2.yaml"]
+
+
+def test_fsdp2_dpo_equals_one_process_on_the_same_global_batch_and_shards(tmp_path):
+    one = fit(tmp_path, "one", *DPO, "--data.batch_size", "16")
+    two = fit(
+        tmp_path, "two", *DPO, *FSDP2, "--data.batch_size", "8"
+    )  # 2 ranks x 8 = the same 16 rows per step
+    assert [s for s, _ in two["losses"]] == [s for s, _ in one["losses"]] == list(range(1, 7))
+    diffs = [abs(a - b) for (_, a), (_, b) in zip(one["losses"], two["losses"])]
+    assert max(diffs) < 1e-4, (one["losses"], two["losses"])
+    assert one["losses"][-1][1] < one["losses"][0][1] - 0.05  # it trained, so equality means something
+    total, local = two["total_params"], two["local_params"]
+    assert len(local) == 2 and sum(local) == total and max(local) < 0.55 * total  # each rank holds about half
+
+
+def test_fsdp2_resume_continues_the_same_trajectory(tmp_path):
+    ckpt = ["--trainer.enable_checkpointing", "true",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1",
+            f"--trainer.callbacks.dirpath={tmp_path / 'ckpt'}"]  # fmt: skip
+    full = fit(tmp_path, "full", *DPO, *FSDP2, "--data.batch_size", "8", *ckpt)
+    resumed = fit(
+        tmp_path,
+        "resumed",
+        *DPO,
+        *FSDP2,
+        "--data.batch_size",
+        "8",
+        "--ckpt_path",
+        str(tmp_path / "ckpt" / "epoch=0-step=3.ckpt"),
+    )
+    assert [s for s, _ in resumed["losses"]] == [4, 5, 6]
+    assert [v for _, v in resumed["losses"]] == pytest.approx([v for _, v in full["losses"][3:]], abs=1e-5)
+
+
+def test_ddp_runs_and_matches_one_process(tmp_path):
+    one = fit(tmp_path, "one", *DPO, "--data.batch_size", "16", "--trainer.max_steps", "3")
+    ddp = fit(
+        tmp_path,
+        "ddp",
+        *DPO,
+        "--config",
+        "configs/strategy/ddp.yaml",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_steps",
+        "3",
+    )
+    assert [s for s, _ in ddp["losses"]] == [1, 2, 3]
+    assert [v for _, v in ddp["losses"]] == pytest.approx([v for _, v in one["losses"]], abs=1e-4)
+
+
+def test_fsdp2_mpo_refreshes_the_sharded_magnet(tmp_path):
+    result = fit(
+        tmp_path, "mpo", "--config", "configs/repro/mpo_game_mpo.yaml", "--config", "configs/repro/mpo_game_sampled.yaml",
+        *FSDP2, "--trainer.max_steps", "8", "--model.init_args.updates_per_iteration", "2", "--data.batch_size", "4",
+        "--trainer.callbacks=[{class_path: lit_pref.MagnetUpdate, init_args: {every_n_iterations: 2}}]",
+    )  # fmt: skip
+    assert (
+        result["magnet_refreshes"] == 2 and result["magnet_equals_policy"]
+    )  # refreshed after the last iteration
+    assert max(result["local_params"]) < 0.6 * result["total_params"]
+
+
+def test_fsdp2_wspo_with_four_models(tmp_path):
+    weak = str(tmp_path / "weak_aligned")
+    import lit_pref
+    from lit_pref.models.loading import load_causal_lm
+
+    model = load_causal_lm("builtin:tiny")
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.2)
+    model.save_pretrained(weak)
+    lit_pref.models.load_tokenizer("builtin:tiny").save_pretrained(weak)
+    args = ["--config", "configs/sft.yaml", "--model", "lit_pref.WSPO", "--model.weak_reference", "builtin:tiny",
+            "--model.weak_aligned", weak, "--model.gamma", "0.5", "--trainer.max_steps", "4", "--trainer.callbacks=[]"]  # fmt: skip
+    one = fit(tmp_path, "wspo_one", *args, "--data.batch_size", "16")
+    two = fit(tmp_path, "wspo_two", *args, *FSDP2, "--data.batch_size", "8")
+    assert [round(v, 4) for _, v in two["losses"]] == pytest.approx(
+        [round(v, 4) for _, v in one["losses"]], abs=1e-4
+    )
