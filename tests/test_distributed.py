@@ -50,22 +50,17 @@ def test_fsdp2_dpo_equals_one_process_on_the_same_global_batch_and_shards(tmp_pa
     assert len(local) == 2 and sum(local) == total and max(local) < 0.55 * total  # each rank holds about half
 
 
-def test_fsdp2_resume_continues_the_same_trajectory(tmp_path):
+@pytest.mark.parametrize("distributed_checkpoint", ["false", "true"])
+def test_fsdp2_resume_continues_the_same_trajectory(tmp_path, distributed_checkpoint):
+    sharding = [*FSDP2, "--trainer.strategy.init_args.save_distributed_checkpoint", distributed_checkpoint]
     ckpt = ["--trainer.enable_checkpointing", "true",
             "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
             "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=-1",
             f"--trainer.callbacks.dirpath={tmp_path / 'ckpt'}"]  # fmt: skip
-    full = fit(tmp_path, "full", *DPO, *FSDP2, "--data.batch_size", "8", *ckpt)
-    resumed = fit(
-        tmp_path,
-        "resumed",
-        *DPO,
-        *FSDP2,
-        "--data.batch_size",
-        "8",
-        "--ckpt_path",
-        str(tmp_path / "ckpt" / "epoch=0-step=3.ckpt"),
-    )
+    full = fit(tmp_path, "full", *DPO, *sharding, "--data.batch_size", "8", *ckpt)
+    step3 = tmp_path / "ckpt" / "epoch=0-step=3.ckpt"
+    assert step3.is_dir() == (distributed_checkpoint == "true")  # a folder of per-rank shards, or one file
+    resumed = fit(tmp_path, "resumed", *DPO, *sharding, "--data.batch_size", "8", "--ckpt_path", str(step3))
     assert [s for s, _ in resumed["losses"]] == [4, 5, 6]
     assert [v for _, v in resumed["losses"]] == pytest.approx([v for _, v in full["losses"][3:]], abs=1e-5)
 

@@ -132,7 +132,9 @@ class FrozenCopy(CompanionModel):
                 else frozen_copy_of_policy(owner.policy)
             )
             # fingerprint the unsharded weights once: cache keys do not depend on the strategy
-            self._identity = model_identity(self.model, "frozen")  # the weights decide the log-probs, not the path
+            self._identity = model_identity(
+                self.model, "frozen"
+            )  # the weights decide the log-probs, not the path
 
     @torch.no_grad()
     def token_logps(self, batch: dict) -> TokenLogps:
@@ -257,8 +259,11 @@ class Precomputed(CompanionModel):
                 self.tables[split] = torch.load(path)
                 rank_zero_info(f"lit_pref: read cached log-probs of {split} from {path}")
                 continue
-            self.tables[split] = self._compute(owner, dm, split, dataset)
-            self._save(self.tables[split], path)
+            self.tables[split] = self._compute(
+                owner, dm, split, dataset
+            )  # every rank: sharded forward is collective
+            if owner.trainer.is_global_zero:
+                self._save(self.tables[split], path)  # written once
         if hasattr(self.source, "model") and all(s in self.tables for s in dm.datasets if s != "predict"):
             self.source.model = None  # every split is cached: free the source weights
 
