@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import lightning.pytorch as pl
+
+from lit_pref.atomic import atomic_write
 
 
 class PredictionWriter(pl.Callback):
@@ -27,9 +27,10 @@ class PredictionWriter(pl.Callback):
     def on_predict_end(self, trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in self.rows)
-        os.replace(tmp, self.path)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in self.rows)
+
+        atomic_write(self.path, write)
         print(f"lit_pref: wrote {len(self.rows)} generations to {self.path}")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lit_pref.atomic import atomic_write
 from lit_pref.errors import ConfigError
 from lit_pref.models.loading import DType, is_peft, load_causal_lm
 from lit_pref.models.logprobs import TokenLogps, sequence_logps
@@ -288,11 +287,7 @@ class Precomputed(CompanionModel):
 
     @staticmethod
     def _save(table, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-        os.close(fd)
-        torch.save(table, tmp)
-        os.replace(tmp, path)  # atomic: readers never see a half-written cache
+        atomic_write(path, lambda tmp: torch.save(table, tmp))  # readers never see a half-written cache
 
     def token_logps(self, batch: dict) -> TokenLogps:
         split = batch.get("split")
