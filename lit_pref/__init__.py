@@ -1,11 +1,12 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
-from lit_pref.algorithms import DPO, MPO, SFT, WSPO, PolicyModule, RewardModel
+from lit_pref.algorithms import DPO, MPO, SFT, WSPO, CausalPO, OutcomeModel, PolicyModule, RewardModel
 from lit_pref.callbacks import (
     ExportHF,
     GameMetrics,
     GenerationSamples,
     MagnetUpdate,
+    OutcomeRegret,
     PredictionWriter,
     RewardEvaluation,
 )
@@ -31,6 +32,9 @@ from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskRewa
 __version__ = "0.1.0"
 
 __all__ = [
+    "CausalPO",
+    "OutcomeModel",
+    "OutcomeRegret",
     "DPO",
     "MPO",
     "WSPO",

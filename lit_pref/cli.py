@@ -28,6 +28,24 @@ class LitPrefCLI(LightningCLI):
         parser.link_arguments("data.max_prompt_length", "model.init_args.max_prompt_length")
 
 
+def cli_instances(args: list[str]):
+    """(model, datamodule, trainer) built from config arguments exactly as `fit` builds them, without running."""
+    import warnings
+
+    with warnings.catch_warnings():  # `args` is meant to replace the command line here
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = LitPrefCLI(
+            PolicyModule,
+            PreferenceDataModule,
+            subclass_mode_model=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            args=args,
+            run=False,
+            save_config_callback=None,
+        )
+    return cli.model, cli.datamodule, cli.trainer
+
+
 def write_task_data(argv: list[str]) -> None:
     """`python -m lit_pref data --task reviews --format pairwise --out DIR`: write a task's rows as JSONL."""
     import argparse
@@ -71,6 +89,10 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
     try:
         if argv[:1] == ["data"]:
             return write_task_data(argv[1:])
+        if argv[:1] == ["crossfit"]:
+            from lit_pref.crossfit import main as crossfit
+
+            return crossfit(argv[1:])
         return LitPrefCLI(
             PolicyModule,
             PreferenceDataModule,
@@ -79,7 +101,9 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
             parser_kwargs={
                 "description": "lit_pref: preference optimization on PyTorch Lightning. Subcommands fit, validate, "
                 "test, predict (pick the algorithm with --model or a config); also `python -m lit_pref data "
-                "--task reviews --format pairwise --out DIR` writes a built-in task's rows as JSONL."
+                "--task reviews --format pairwise --out DIR` writes a built-in task's rows as JSONL, and "
+                "`python -m lit_pref crossfit --config X.yaml --out DIR` writes outcome-model predictions and "
+                "base-model samples for CausalPO (see --help of each)."
             },
             trainer_defaults=TRAINER_DEFAULTS,
             args=args,

@@ -142,3 +142,60 @@ def wspo_loss(
             strong, weak = strong / count, weak / count
         return (gamma * strong - weak) ** 2
     raise ValueError(f"unknown WSPO level {level!r}")
+
+
+CausalEstimator = Literal["ipw", "dr", "outcome_only"]
+
+
+def importance_ratios(policy_logps: Tensor, behavior_logps: Tensor, self_normalize: bool = True) -> Tensor:
+    """Estimates of P^f(x) / P^R(x) for a batch of texts from summed log-probs, shape (B,).
+
+    Raw: exp(l_theta - l_R). Self-normalized (the official CausalPO code's choice, since sequence-probability
+    ratios explode): B * softmax over the batch of (l_theta - l_R), so the ratios average 1 in the batch and
+    mean_i(r_i Y_i) is the self-normalized estimate sum_i w_i Y_i.
+    """
+    log_ratio = policy_logps - behavior_logps
+    if self_normalize:
+        return log_ratio.numel() * torch.softmax(log_ratio, dim=0)
+    return log_ratio.exp()
+
+
+def weighted_mean(ratios: Tensor, targets: Tensor, clip: float | None = None) -> Tensor:
+    """mean_i r_i t_i; with `clip` = eps the PPO-style pessimistic mean_i min(r_i t_i, clip(r_i, 1-eps, 1+eps) t_i)."""
+    if clip is None:
+        return (ratios * targets).mean()
+    clipped = ratios.clamp(1 - clip, 1 + clip)
+    return torch.minimum(ratios * targets, clipped * targets).mean()
+
+
+def causal_po_loss(
+    estimator: CausalEstimator,
+    ratios: Tensor,
+    outcomes: Tensor,
+    predictions: Tensor | None = None,
+    sample_ratios: Tensor | None = None,
+    sample_predictions: Tensor | None = None,
+    higher_is_better: bool = True,
+    clip: float | None = None,
+) -> Tensor:
+    """Negative causal value estimate of the policy (minimized), from importance ratios (see importance_ratios).
+
+    ipw:          V = mean_i r_i Y_i
+    dr:           V = mean_i r_i (Y_i - g_hat(X_i)) + mean_j r~_j g_hat(X~_j)   (X~_j sampled from f0, r~ vs f0)
+    outcome_only: V = mean_j r~_j g_hat(X~_j)
+    With higher_is_better=False the outcome is minimized instead (the sign is applied before clipping, so the
+    clip stays pessimistic about the objective).
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    if estimator == "ipw":
+        return -weighted_mean(ratios, sign * outcomes, clip)
+    if sample_ratios is None or sample_predictions is None:
+        raise ValueError(f"the {estimator} estimator needs the base-model samples' ratios and predictions")
+    model_term = weighted_mean(sample_ratios, sign * sample_predictions, clip)
+    if estimator == "outcome_only":
+        return -model_term
+    if estimator == "dr":
+        if predictions is None:
+            raise ValueError("the dr estimator needs the outcome model's predictions for the data's texts")
+        return -(weighted_mean(ratios, sign * (outcomes - predictions), clip) + model_term)
+    raise ValueError(f"unknown CausalPO estimator {estimator!r}")

@@ -73,7 +73,7 @@ def save_game_model(path, seed: int, scale: float = 0.25) -> str:
 def distribution(path: str) -> np.ndarray:
     module = lit_pref.SFT(tokenizer="builtin:game-cyclic3", policy=path)
     module.configure_model()
-    return policy_distribution(module, get_game("cyclic3"))
+    return policy_distribution(module, get_game("cyclic3").prompt, get_game("cyclic3").responses())
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
@@ -103,7 +103,7 @@ def test_sequence_level_wspo_reaches_the_ideal_target(tmp_path, gamma):
         lr=2e-2, reference=lit_pref.FrozenCopy(model=strong_ref),
     )  # fmt: skip
     trainer(400, limit_val_batches=0).fit(module, data)
-    learned = policy_distribution(module, get_game("cyclic3"))
+    learned = policy_distribution(module, get_game("cyclic3").prompt, get_game("cyclic3").responses())
     kl = float((ideal * np.log(ideal / learned)).sum())
     start_kl = float((ideal * np.log(ideal / p_s)).sum())
     print(f"gamma {gamma}: KL(ideal || start) {start_kl:.4f} -> KL(ideal || learned) {kl:.5f}")

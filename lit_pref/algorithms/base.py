@@ -260,7 +260,7 @@ class PolicyModule(pl.LightningModule):
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         loss, metrics = self.compute_loss(batch)
-        size = int(batch.get("num_pairs", batch["input_ids"].shape[0]))
+        size = int(batch.get("num_pairs", batch.get("num_rows", batch["input_ids"].shape[0])))
         on_step = stage == "train"
         self.log_dict(
             {f"{stage}/{k}": v.detach().float() for k, v in {"loss": loss, **metrics}.items()},

@@ -13,21 +13,10 @@ from lit_pref.models.loading import load_sequence_scorer
 from lit_pref.models.scoring import last_token_scores, score_texts
 
 
-class RewardModel(PolicyModule):
-    """Trains r(x, y) on pairwise rows with -log sigma(r(y_w) - r(y_l)); scores text for other methods.
-
-    The model is the policy spec's body with a fresh scalar head (AutoModelForSequenceClassification, one
-    label), so the exported folder loads with that class anywhere. The score is read at the last token whose
-    attention mask is 1, whatever the padding side and even when the pad token is also EOS.
-
-    Args:
-        center_rewards: Coefficient of an auxiliary (r_w + r_l)^2 penalty that keeps rewards centred at 0.
-        **kwargs: Model, optimizer and length options of the common base (see PolicyModule).
-    """
-
-    def __init__(self, center_rewards: float = 0.0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.center_rewards = center_rewards
+class ScorerModule(PolicyModule):
+    """Base of modules whose model is a scalar scorer: the policy spec's body with a fresh one-label head
+    (AutoModelForSequenceClassification, so the exported folder loads with that class anywhere). The score is
+    read at the last token whose attention mask is 1, whatever the padding side and even when pad is EOS."""
 
     def load_policy(self):
         return load_sequence_scorer(
@@ -40,6 +29,31 @@ class RewardModel(PolicyModule):
     def scores(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """One scalar per sequence, read at its last attended position."""
         return last_token_scores(self.policy, input_ids, attention_mask)
+
+    def score_texts(
+        self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32
+    ) -> Tensor:
+        """Scores of (prompt, response) texts, rendered exactly as training rows are."""
+        renderer = Renderer(
+            self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat
+        )
+        return score_texts(self.policy, renderer, prompts, responses, batch_size)
+
+    def generate(self, *args, **kwargs):
+        raise NotImplementedError(f"a {type(self).__name__} scores text; it does not generate")
+
+
+class RewardModel(ScorerModule):
+    """Trains r(x, y) on pairwise rows with -log sigma(r(y_w) - r(y_l)); scores text for other methods.
+
+    Args:
+        center_rewards: Coefficient of an auxiliary (r_w + r_l)^2 penalty that keeps rewards centred at 0.
+        **kwargs: Model, optimizer and length options of the common base (see PolicyModule).
+    """
+
+    def __init__(self, center_rewards: float = 0.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.center_rewards = center_rewards
 
     def compute_loss(self, batch):
         n = batch["num_pairs"]
@@ -55,15 +69,3 @@ class RewardModel(PolicyModule):
             "rewards/margins": margins.mean(),
             "rewards/accuracies": (margins > 0).float().mean(),
         }
-
-    def score_texts(
-        self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32
-    ) -> Tensor:
-        """Rewards of (prompt, response) texts, rendered exactly as training rows are."""
-        renderer = Renderer(
-            self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat
-        )
-        return score_texts(self.policy, renderer, prompts, responses, batch_size)
-
-    def generate(self, *args, **kwargs):
-        raise NotImplementedError("a RewardModel scores text; it does not generate")

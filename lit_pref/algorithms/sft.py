@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.data.collate import texts_only
 from lit_pref.losses import sft_nll
 
 
 class SFT(PolicyModule):
-    """Supervised fine-tuning on (prompt, response) rows.
+    """Supervised fine-tuning on (prompt, response) rows, or on the texts of outcome rows (for example those
+    with the top outcomes: the outcome-filtered SFT baseline of CausalPO).
 
     Args:
         reduction: token_mean (mean NLL over all response tokens of the batch) or sequence_sum (summed NLL
@@ -17,13 +19,15 @@ class SFT(PolicyModule):
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
 
-    accepted_formats = ("demonstration",)
+    accepted_formats = ("demonstration", "outcome")
 
     def __init__(self, reduction: Literal["token_mean", "sequence_sum"] = "token_mean", **kwargs: Any):
         super().__init__(**kwargs)
         self.reduction = reduction
 
     def compute_loss(self, batch):
+        if "num_rows" in batch:  # outcome rows with base-model samples: learn the data's texts only
+            batch = texts_only(batch)
         out = self.policy_logps(batch)
         loss = sft_nll(out.logps, out.mask, self.reduction)
         token_nll = -(out.logps.sum() / out.mask.sum().clamp(min=1))

@@ -12,11 +12,11 @@ from lit_pref.models.logprobs import sequence_logps
 from lit_pref.tasks.games import duality_gap, get_game
 
 
-def policy_distribution(module, game) -> np.ndarray:
-    """pi(y | prompt) for every response of the game, from the policy's log-probs (sums to 1 by construction)."""
+def policy_distribution(module, prompt: str, responses: list[str]) -> np.ndarray:
+    """pi(y | prompt) for every response of an enumerable task (a game: sums to 1 by construction)."""
     tok = module.tokenizer
-    prompt = tok(game.prompt, add_special_tokens=False)["input_ids"]
-    responses = [tok(r, add_special_tokens=False)["input_ids"] for r in game.responses()]
+    prompt = tok(prompt, add_special_tokens=False)["input_ids"]
+    responses = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
     batch = sequences_batch([prompt] * len(responses), responses, tok.pad_token_id)
     with torch.no_grad():
         logps = sequence_logps(module.policy, {k: v.to(module.device) for k, v in batch.items()}).sum
@@ -40,7 +40,7 @@ class GameMetrics(pl.Callback):
         self.history: list[tuple[int, float, float, np.ndarray]] = []
 
     def measure(self, trainer, module) -> None:
-        pi = policy_distribution(module, self.game)
+        pi = policy_distribution(module, self.game.prompt, self.game.responses())
         gap = duality_gap(self.game.matrix, pi)
         support = self.nash > 0
         kl = float((self.nash[support] * np.log(self.nash[support] / pi[support])).sum())

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lit_pref.data.schema import OUTCOME_NUMBERS
 from lit_pref.models.logprobs import IGNORE_INDEX
 
 
@@ -39,13 +40,24 @@ def sequences_batch(
     }
 
 
+def texts_only(batch: dict[str, Any]) -> dict[str, Any]:
+    """The data's own texts (rows :num_rows) of an outcome batch that also holds base-model samples."""
+    n = batch["num_rows"]
+    out = {k: v for k, v in batch.items() if k != "num_rows"}
+    for key in ("input_ids", "attention_mask", "labels"):
+        out[key] = batch[key][:n]
+    return out
+
+
 class Collator:
     """Builds model-ready batches for one row format.
 
     pairwise:            input_ids/attention_mask/labels of shape (2B, T): rows 0..B-1 are prompt+chosen,
                          rows B..2B-1 prompt+rejected (one forward serves both); `num_pairs` = B.
-    demonstration/outcome: the same for prompt+response, shape (B, T); outcome batches add `outcome`
-                         (and `propensity` when the data has it).
+    demonstration/outcome: the same for prompt+response, shape (B, T); outcome batches add `outcome` (and
+                         `propensity`, `prediction`, `sample_logp`, `sample_prediction` when the data has them).
+                         Outcome rows with a base-model `sample` are concatenated like pairs: rows 0..B-1
+                         prompt+text, rows B..2B-1 prompt+sample; `num_rows` = B.
     prompt:              left-padded `prompt_input_ids` / `prompt_attention_mask` ready for generation.
     Every batch also carries `index`, the rows' positions in their dataset, and `split` (for cached log-probs).
     """
@@ -68,14 +80,18 @@ class Collator:
             completions = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
             batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
             batch["num_pairs"] = len(rows)
+        elif self.row_format == "outcome" and rows[0].get("sample_ids") is not None:
+            completions = [r["response_ids"] for r in rows] + [r["sample_ids"] for r in rows]
+            batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
+            batch["num_rows"] = len(rows)
         elif self.row_format in ("demonstration", "outcome"):
             batch.update(
                 sequences_batch(prompts, [r["response_ids"] for r in rows], self.pad_id, self.multiple_of)
             )
-            if self.row_format == "outcome":
-                batch["outcome"] = torch.tensor([r["outcome"] for r in rows], dtype=torch.float32)
-                if rows[0].get("propensity") is not None:
-                    batch["propensity"] = torch.tensor([r["propensity"] for r in rows], dtype=torch.float32)
+        if self.row_format == "outcome":
+            for field in OUTCOME_NUMBERS:
+                if rows[0].get(field) is not None:
+                    batch[field] = torch.tensor([r[field] for r in rows], dtype=torch.float32)
         if self.row_format == "prompt" or "prompt_text" in rows[0]:
             batch["prompt_input_ids"] = pad_rows(prompts, self.pad_id, left=True)
             batch["prompt_attention_mask"] = pad_rows([[1] * len(p) for p in prompts], 0, left=True)

@@ -14,6 +14,7 @@ from lit_pref.data.collate import Collator
 from lit_pref.data.loader import EpochShuffleSampler, ResumableDataLoader
 from lit_pref.data.render import Renderer
 from lit_pref.data.schema import (
+    OUTCOME_NUMBERS,
     FormatOption,
     RowFormat,
     check_columns,
@@ -170,8 +171,13 @@ class PreferenceDataModule(pl.LightningDataModule):
                 out["prompt_ids"], out["response_ids"] = renderer.encode(example.prompt, example.response)
                 out["keep"] = bool(out["response_ids"])
                 if fmt == "outcome":
-                    out["outcome"] = example.outcome
-                    out["propensity"] = example.propensity
+                    for field in OUTCOME_NUMBERS:
+                        out[field] = getattr(example, field)
+                    if example.sample is not None:
+                        out["sample_ids"] = renderer.truncate_completion(
+                            out["prompt_ids"], renderer.completion_ids(example.prompt, example.sample)
+                        )
+                        out["keep"] = out["keep"] and bool(out["sample_ids"])
             else:
                 out["keep"] = True
                 out["prompt_text"] = json.dumps(example.prompt)

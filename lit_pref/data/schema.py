@@ -24,7 +24,15 @@ DEFAULT_COLUMNS = {
     "outcome": "outcome",
     "propensity": "propensity",
     "preference": "preference",
+    # Direct-outcome extras (CausalPO): the outcome model's prediction g_hat(x) for the row's text, and a text
+    # sampled from the base model f0 for the same prompt with its f0 log-prob and g_hat prediction.
+    "prediction": "prediction",
+    "sample": "sample",
+    "sample_logp": "sample_logp",
+    "sample_prediction": "sample_prediction",
 }
+# Numeric fields of outcome rows, as they travel from validation to batches.
+OUTCOME_NUMBERS = ("outcome", "propensity", "prediction", "sample_logp", "sample_prediction")
 # The outcome format also accepts a `text` column (a whole text with no prompt), as direct-outcome datasets do.
 TEXT_FALLBACK = "text"
 
@@ -37,7 +45,7 @@ REQUIRED = {
 OPTIONAL = {
     "pairwise": ("prompt",),
     "demonstration": (),
-    "outcome": ("prompt", "propensity"),
+    "outcome": ("prompt", "propensity", "prediction", "sample", "sample_logp", "sample_prediction"),
     "prompt": ("preference",),
 }
 
@@ -52,6 +60,10 @@ class Example:
     response: Text | None = None
     outcome: float | None = None
     propensity: float | None = None
+    prediction: float | None = None
+    sample: Text | None = None
+    sample_logp: float | None = None
+    sample_prediction: float | None = None
     preference: str | None = None
 
 
@@ -222,6 +234,16 @@ def validate_row(
                     "Propensities are assignment probabilities: fix the value",
                 )
             example.propensity = propensity
+        for field in ("prediction", "sample_logp", "sample_prediction"):
+            if field in mapping:
+                setattr(example, field, _check_number(row[mapping[field]], source, index, mapping[field]))
+        if example.sample_logp is not None and example.sample_logp > 0:
+            raise row_error(
+                source, index, mapping["sample_logp"], f"log-prob {example.sample_logp} is positive",
+                "It must be the base model's log-probability of the sample (<= 0): fix the value",
+            )  # fmt: skip
+        if "sample" in mapping:
+            example.sample = _check_text(row[mapping["sample"]], source, index, mapping["sample"])
         return example
     preference = row.get(mapping["preference"]) if "preference" in mapping else None
     if preference is not None and not isinstance(preference, str):

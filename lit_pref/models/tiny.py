@@ -194,6 +194,10 @@ def resolve_model_path(spec: str) -> str:
 
         game = get_game(name[5:])
         _atomic_build(folder, lambda tmp: build_game_model(tmp, game))
+    elif name == "outcomes-base":
+        from lit_pref.tasks.outcomes import build_outcomes_base
+
+        _atomic_build(folder, build_outcomes_base)
     elif "-sft-" in name and name.split("-sft-")[0] in SIZES:
         from lit_pref.models.builtin_sft import build_tiny_sft
         from lit_pref.tasks import TASKS
@@ -208,7 +212,7 @@ def resolve_model_path(spec: str) -> str:
         from lit_pref.errors import ConfigError
 
         raise ConfigError(
-            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-large', 'builtin:<size>-sft-<task>' "
-            "or 'builtin:game-<game>'"
+            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-large', 'builtin:<size>-sft-<task>', "
+            "'builtin:game-<game>' or 'builtin:outcomes-base'"
         )
     return str(folder)
