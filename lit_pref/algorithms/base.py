@@ -24,7 +24,7 @@ from lit_pref.models.loading import (
     load_tokenizer,
     prepare_trainable,
 )
-from lit_pref.models.logprobs import TokenLogps, sequence_logps
+from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -49,6 +49,9 @@ class PolicyModule(pl.LightningModule):
         fsdp_offload_frozen: Under FSDP2, keep the frozen companion models' shards on the CPU between uses.
         max_length: Linked from `data.max_length`.
         max_prompt_length: Linked from `data.max_prompt_length`; generation may add max_length - this.
+        max_logits_elements: The LM head scores only response tokens, at most this many logits (rows x vocab)
+            at a time; more rows run in chunks recomputed in the backward pass, bounding peak memory at large
+            vocabularies. null: the plain path through the full (batch, length, vocab) logits.
     """
 
     #: row formats (see PreferenceDataModule.format) this algorithm trains on
@@ -72,6 +75,7 @@ class PolicyModule(pl.LightningModule):
         fsdp_offload_frozen: bool = False,
         max_length: int = 512,
         max_prompt_length: int = 256,
+        max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=list(self.object_args))
@@ -176,7 +180,7 @@ class PolicyModule(pl.LightningModule):
 
     # -- log-probs and generation -------------------------------------------------------------------------
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
-        return sequence_logps(self.policy, batch)
+        return sequence_logps(self.policy, batch, self.hparams.max_logits_elements)
 
     @torch.no_grad()
     def generate(
@@ -302,7 +306,9 @@ class PolicyModule(pl.LightningModule):
     # -- optimization -------------------------------------------------------------------------------------
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=_can_fuse_adamw(params)
+        )
         warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
         total = max(int(self.trainer.estimated_stepping_batches), 1) if schedule != "constant" else 1
 
@@ -325,6 +331,20 @@ class PolicyModule(pl.LightningModule):
 
             return copy.deepcopy(self.policy).merge_and_unload()
         return self.policy
+
+
+def _can_fuse_adamw(params: list[nn.Parameter]) -> bool:
+    """The fused AdamW kernel (one pass over each tensor; about 3x faster than the per-tensor loop torch uses
+    on CPU) where every parameter is a plain tensor on a device it supports; sharded DTensors keep the loop."""
+    from torch.distributed.tensor import DTensor
+
+    return bool(params) and all(
+        not isinstance(p, DTensor) and p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES
+        for p in params
+    )
+
+
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def default_reference(module: PolicyModule, reference: CompanionModel | None) -> CompanionModel:
