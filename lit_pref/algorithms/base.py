@@ -24,7 +24,7 @@ from lit_pref.models.loading import (
     load_tokenizer,
     prepare_trainable,
 )
-from lit_pref.models.logprobs import TokenLogps, sequence_logps
+from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -49,6 +49,9 @@ class PolicyModule(pl.LightningModule):
         fsdp_offload_frozen: Under FSDP2, keep the frozen companion models' shards on the CPU between uses.
         max_length: Linked from `data.max_length`.
         max_prompt_length: Linked from `data.max_prompt_length`; generation may add max_length - this.
+        max_logits_elements: The LM head scores only response tokens, at most this many logits (rows x vocab)
+            at a time; more rows run in chunks recomputed in the backward pass, bounding peak memory at large
+            vocabularies. null: the plain path through the full (batch, length, vocab) logits.
     """
 
     #: row formats (see PreferenceDataModule.format) this algorithm trains on
@@ -72,6 +75,7 @@ class PolicyModule(pl.LightningModule):
         fsdp_offload_frozen: bool = False,
         max_length: int = 512,
         max_prompt_length: int = 256,
+        max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=list(self.object_args))
@@ -176,7 +180,7 @@ class PolicyModule(pl.LightningModule):
 
     # -- log-probs and generation -------------------------------------------------------------------------
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
-        return sequence_logps(self.policy, batch)
+        return sequence_logps(self.policy, batch, self.hparams.max_logits_elements)
 
     @torch.no_grad()
     def generate(

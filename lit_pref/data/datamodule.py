@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_pref.data.collate import Collator
-from lit_pref.data.loader import EpochShuffleSampler, ResumableDataLoader
+from lit_pref.data.loader import EpochShuffleSampler, LengthGroupedSampler, ResumableDataLoader
 from lit_pref.data.render import Renderer
 from lit_pref.data.schema import (
     OUTCOME_NUMBERS,
@@ -38,6 +38,16 @@ def tokenizer_identity(tokenizer) -> str:
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def row_lengths(dataset) -> list[int]:
+    """Tokens of each row's longest sequence (prompt + the longer completion): what its batch is padded to."""
+    prompts = [len(p) for p in dataset["prompt_ids"]]
+    completions = [[0] * len(prompts)]
+    for column in ("chosen_ids", "rejected_ids", "response_ids"):
+        if column in dataset.column_names:
+            completions.append([len(c) for c in dataset[column]])
+    return [p + max(c) for p, *c in zip(prompts, *completions)]
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -72,6 +82,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: Pad sequence length up to a multiple of this (e.g. 8 for tensor cores).
         max_rows: Use only the first N rows of each source (for quick experiments).
+        group_by_length: Batch training rows of similar length together (shuffled, sorted within windows of
+            50 batches, batch order shuffled), which cuts padding; resumable and rank-aware like the default.
     """
 
     def __init__(
@@ -97,6 +109,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         max_rows: int | None = None,
+        group_by_length: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -119,6 +132,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pad_to_multiple_of = pad_to_multiple_of
         self.max_rows = max_rows
+        self.group_by_length = group_by_length
         self.tokenizer = None
         self.row_format: RowFormat | None = None
         self.datasets: dict[str, Any] = {}
@@ -294,12 +308,18 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._train_loader = ResumableDataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed, self.shuffle),
+            sampler=self.train_sampler(),
             collate_fn=self.collator("train"),
             num_workers=self.num_workers,
             drop_last=True,
         )
         return self._train_loader
+
+    def train_sampler(self) -> EpochShuffleSampler:
+        ds = self.datasets["train"]
+        if not self.group_by_length:
+            return EpochShuffleSampler(len(ds), self.seed, self.shuffle)
+        return LengthGroupedSampler(row_lengths(ds), self.batch_size, self.seed, self.shuffle)
 
     def _eval_loader(self, name: str, row_format: str | None = None) -> DataLoader | list:
         if name not in self.datasets:

@@ -17,26 +17,76 @@ class EpochShuffleSampler(DistributedSampler):
     of a single process with world_size times the batch. Being a DistributedSampler, Lightning keeps it as is.
     """
 
-    def __init__(self, num_rows: int, seed: int, shuffle: bool = True):
+    def __init__(
+        self,
+        num_rows: int,
+        seed: int,
+        shuffle: bool = True,
+        world: int | None = None,
+        rank: int | None = None,
+    ):
         import torch.distributed as dist
 
-        distributed = dist.is_available() and dist.is_initialized()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        if world is None or rank is None:  # default: the running process group, if any
+            distributed = dist.is_available() and dist.is_initialized()
+            world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         super().__init__(
             range(num_rows), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
         )
         self.num_rows = num_rows
         self.skip = 0
 
+    def epoch_order(self) -> list[int]:
+        """The global order of this epoch's rows (every rank computes the same one)."""
+        if not self.shuffle:
+            return list(range(self.num_rows))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.num_rows, generator=g).tolist()
+
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_rows, generator=g).tolist()
-        else:
-            order = list(range(self.num_rows))
+        order = self.epoch_order()
         mine = order[self.rank : self.num_samples * self.num_replicas : self.num_replicas]
         skip, self.skip = self.skip, 0
         return iter(mine[skip:])
+
+
+class LengthGroupedSampler(EpochShuffleSampler):
+    """EpochShuffleSampler whose global batches hold rows of similar length, to cut padding.
+
+    The epoch's seeded permutation is cut into mega-batches of `group_batches` global batches (batch_size x
+    world_size rows); each is sorted by length and cut into global batches, and the order of the full batches
+    is shuffled with the same seed. Rows stay random across mega-batches, each batch is near-uniform in length,
+    and the order is a pure function of (seed, epoch), so mid-epoch resume and rank splitting work unchanged.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        group_batches: int = 50,
+        world: int | None = None,
+        rank: int | None = None,
+    ):
+        super().__init__(len(lengths), seed, shuffle, world, rank)
+        self.lengths = lengths
+        self.global_batch = batch_size * self.num_replicas
+        self.group_batches = group_batches
+
+    def epoch_order(self) -> list[int]:
+        order = super().epoch_order()[: self.num_samples * self.num_replicas]  # the rows this epoch uses
+        group = self.global_batch * self.group_batches
+        by_length = []
+        for start in range(0, len(order), group):
+            by_length += sorted(order[start : start + group], key=lambda i: -self.lengths[i])
+        batches = [by_length[s : s + self.global_batch] for s in range(0, len(by_length), self.global_batch)]
+        full = [b for b in batches if len(b) == self.global_batch]
+        if self.shuffle:  # batch order random too, so lengths do not fall within each mega-batch
+            g = torch.Generator().manual_seed(self.seed + self.epoch + 1)
+            full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        rest = [i for b in batches if len(b) < self.global_batch for i in b]  # the partial batch stays last
+        return [i for b in full for i in b] + rest
 
 
 class ResumableDataLoader(DataLoader):
