@@ -38,6 +38,7 @@ def build_tiny_sft(folder: Path, task: str, base: str = "tiny") -> Path:
             lr=3e-3 if base == "tiny" else 1.5e-3,
             warmup_steps=20,
             lr_schedule="cosine",
+            max_logits_elements=None,  # the plain log-prob path, as when v1 was recorded: the artifact stays bit-stable
         )
         trainer = pl.Trainer(
             max_steps=SFT_STEPS,
