@@ -1,7 +1,18 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
-from lit_pref.algorithms import DPO, MPO, SFT, WSPO, CausalPO, OutcomeModel, PolicyModule, RewardModel
+from lit_pref.algorithms import (
+    DPO,
+    MPO,
+    SFT,
+    WSPO,
+    CausalPO,
+    OnlineModule,
+    OutcomeModel,
+    PolicyModule,
+    RewardModel,
+)
 from lit_pref.callbacks import (
+    CompanionRefresh,
     ExportHF,
     GameMetrics,
     GenerationSamples,
@@ -28,11 +39,15 @@ from lit_pref.oracles import (
     PreferenceOracle,
 )
 from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
+from lit_pref.sampling import SamplingConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CausalPO",
+    "CompanionRefresh",
+    "OnlineModule",
+    "SamplingConfig",
     "OutcomeModel",
     "OutcomeRegret",
     "DPO",
@@ -67,3 +82,5 @@ __all__ = [
     "TaskReward",
     "CallableReward",
 ]
+
+import lit_pref.builtin  # noqa: E402, F401  (registers the built-in model recipes with the loader)

@@ -62,9 +62,10 @@ class RewardModelScorer(Reward):
 
     Args:
         path: The exported folder.
-        text_as_chat: Render plain strings with the chat template, as the reward model was trained.
-        max_length: Token limit of prompt + response.
-        max_prompt_length: Token limit of the prompt (its end is kept).
+        text_as_chat: Render plain strings with the chat template; default: as the model was trained (the
+            export's lit_pref_render.json), else false.
+        max_length: Token limit of prompt + response; default: as trained, else 512.
+        max_prompt_length: Token limit of the prompt (its end is kept); default: as trained, else 256.
         batch_size: Pairs per forward.
         device: Where the model runs.
     """
@@ -72,18 +73,30 @@ class RewardModelScorer(Reward):
     def __init__(
         self,
         path: str,
-        text_as_chat: bool = False,
-        max_length: int = 512,
-        max_prompt_length: int = 256,
+        text_as_chat: bool | None = None,
+        max_length: int | None = None,
+        max_prompt_length: int | None = None,
         batch_size: int = 32,
         device: str = "cpu",
     ):
-        from lit_pref.data.render import Renderer
+        import json
+        from pathlib import Path
+
+        from lit_pref.data.render import RENDER_SETTINGS, Renderer
         from lit_pref.models.loading import load_sequence_scorer, load_tokenizer
 
+        settings_file = Path(path) / RENDER_SETTINGS
+        trained = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        given = {
+            "text_as_chat": text_as_chat,
+            "max_length": max_length,
+            "max_prompt_length": max_prompt_length,
+        }
+        defaults = {"text_as_chat": False, "max_length": 512, "max_prompt_length": 256}
+        settings = {k: v if v is not None else trained.get(k, defaults[k]) for k, v in given.items()}
         self.tokenizer = load_tokenizer(path)
         self.model = load_sequence_scorer(path, pad_token_id=self.tokenizer.pad_token_id).to(device).eval()
-        self.renderer = Renderer(self.tokenizer, max_length, max_prompt_length, text_as_chat)
+        self.renderer = Renderer(self.tokenizer, **settings)
         self.batch_size = batch_size
 
     def __call__(self, prompts, responses):

@@ -66,8 +66,7 @@ def test_reward_model_learns_preferences_and_scores_text():
     scores = module.score_texts(
         ["Write a one-line review of the lamp."] * 2,
         ["The lamp is wonderful.", "The lamp is terrible."],
-        text_as_chat=True,
-    )
+    )  # rendered with the chat template, as the data module rendered the training rows
     assert scores[0] > scores[1]
 
 

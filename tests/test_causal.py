@@ -224,7 +224,7 @@ def test_outcome_model_binary_outcomes_must_be_0_or_1(tmp_path):
 
 
 def test_crossfit_predictions_are_out_of_fold_and_samples_carry_base_logps(tmp_path):
-    from lit_pref.crossfit import annotate, parse_args
+    from lit_pref.commands.crossfit import annotate, parse_args
 
     out = tmp_path / "cf"
     ns = parse_args([

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import lit_pref
-from lit_pref.callbacks.export import atomic_save_dir, export_module
+from lit_pref.atomic import atomic_write
+from lit_pref.callbacks.export import export_module
 from tests.helpers import Recorder, data_module, trainer
 
 
@@ -98,13 +99,13 @@ def test_reward_model_export_loads_as_sequence_classifier(tmp_path):
 
 def test_failed_export_leaves_the_previous_one_intact(tmp_path):
     target = tmp_path / "export"
-    atomic_save_dir(target, lambda d: (d / "weights.bin").write_text("v1"))
+    atomic_write(target, lambda d: (d / "weights.bin").write_text("v1"), directory=True)
 
     def broken(d: Path):
         (d / "weights.bin").write_text("half")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        atomic_save_dir(target, broken)
+        atomic_write(target, broken, directory=True)
     assert (target / "weights.bin").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]

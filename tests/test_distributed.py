@@ -85,7 +85,7 @@ def test_ddp_runs_and_matches_one_process(tmp_path):
 def test_fsdp2_mpo_refreshes_the_sharded_magnet(tmp_path):
     result = fit(
         tmp_path, "mpo", "--config", "configs/repro/mpo_game_mpo.yaml", "--config", "configs/repro/mpo_game_sampled.yaml",
-        *FSDP2, "--trainer.max_steps", "8", "--model.init_args.updates_per_iteration", "2", "--data.batch_size", "4",
+        *FSDP2, "--trainer.max_steps", "8", "--model.init_args.updates_per_rollout", "2", "--data.batch_size", "4",
         "--trainer.callbacks=[{class_path: lit_pref.MagnetUpdate, init_args: {every_n_iterations: 2}}]",
     )  # fmt: skip
     assert (

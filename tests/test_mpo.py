@@ -163,8 +163,8 @@ def game_run(
         batch_size=kwargs.pop("batch_size", 1), max_length=4, max_prompt_length=1,
     )  # fmt: skip
     module = lit_pref.MPO(
-        oracle=lit_pref.MatrixOracle(game="cyclic3"), exact=exact, eta=eta, alpha=alpha, max_new_tokens=1,
-        updates_per_iteration=updates, lr=lr, max_grad_norm=None, **kwargs,
+        oracle=lit_pref.MatrixOracle(game="cyclic3"), exact=exact, eta=eta, alpha=alpha, sampling=lit_pref.SamplingConfig(max_new_tokens=1),
+        updates_per_rollout=updates, lr=lr, **kwargs,
     )  # fmt: skip
     metrics = lit_pref.GameMetrics("cyclic3", every_n_steps=updates)
     callbacks = [metrics, *extra] + ([lit_pref.MagnetUpdate(every_n_iterations=refresh)] if refresh else [])
@@ -235,7 +235,7 @@ def test_mpo_resume_continues_identically(tmp_path):
     )  # fmt: skip
     module = lit_pref.MPO(
         oracle=lit_pref.MatrixOracle(game="cyclic3"), exact=False, num_samples=4, eta=0.5, alpha=0.1,
-        max_new_tokens=1, updates_per_iteration=2, lr=3e-2, max_grad_norm=None,
+        sampling=lit_pref.SamplingConfig(max_new_tokens=1), updates_per_rollout=2, lr=3e-2,
     )  # fmt: skip
     rec = Recorder()
     trainer(
@@ -255,7 +255,7 @@ def test_mpo_on_the_reviews_task_raises_reward_and_beats_the_start():
     pl.seed_everything(0, verbose=False)
     reward = lit_pref.TaskReward("reviews")
     evaluation = lit_pref.RewardEvaluation(
-        reward=reward, num_prompts=48, every_n_steps=1000, max_new_tokens=16
+        reward=reward, num_prompts=48, every_n_steps=1000, sampling=lit_pref.SamplingConfig(max_new_tokens=16)
     )
     data = lit_pref.PreferenceDataModule(
         train="task:reviews", format="prompt", task_options={"num_rows": 400}, text_as_chat=True,
@@ -263,11 +263,14 @@ def test_mpo_on_the_reviews_task_raises_reward_and_beats_the_start():
     )  # fmt: skip
     module = lit_pref.MPO(
         policy="builtin:tiny-sft-reviews", oracle=lit_pref.BradleyTerryOracle(reward, tau=0.25), eta=1.0,
-        alpha=0.1, num_samples=4, updates_per_iteration=2, max_new_tokens=16, lr=5e-4,
+        alpha=0.1, num_samples=4, updates_per_rollout=2, sampling=lit_pref.SamplingConfig(max_new_tokens=16), lr=5e-4,
     )  # fmt: skip
-    trainer(40, [evaluation, lit_pref.MagnetUpdate(every_n_iterations=10)], limit_val_batches=0).fit(
-        module, data
-    )
+    trainer(
+        40,
+        [evaluation, lit_pref.MagnetUpdate(every_n_iterations=10)],
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+    ).fit(module, data)
     before, after = evaluation.history[0], evaluation.history[-1]
     assert after["eval/reward_mean"] > before["eval/reward_mean"] + 0.2
     assert after["eval/win_rate_vs_ref"] > 0.6

@@ -128,7 +128,10 @@ def test_dpo_on_the_task_raises_the_true_reward(tmp_path):
     """The demo's claim, at test size: DPO from the SFT starting point raises the held-out VADER reward."""
     pl.seed_everything(0)
     evaluation = lit_pref.RewardEvaluation(
-        reward=lit_pref.TaskReward("reviews"), num_prompts=64, every_n_steps=30, max_new_tokens=20
+        reward=lit_pref.TaskReward("reviews"),
+        num_prompts=64,
+        every_n_steps=30,
+        sampling=lit_pref.SamplingConfig(max_new_tokens=20),
     )
     module = lit_pref.DPO(policy="builtin:tiny-sft-reviews", lr=5e-4, warmup_steps=10)
     logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="dpo")

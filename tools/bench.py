@@ -319,13 +319,17 @@ def run_generation(cfg: dict) -> dict:
     results = {}
     variants = [("batched, KV cache", cfg["prompts"], True), ("one prompt at a time, KV cache", 1, True),
                 ("batched, no KV cache", cfg["prompts"], False)]  # fmt: skip
-    module.complete(prompts[:4], batch_size=4, max_new_tokens=4)  # warm-up
+    from lit_pref.sampling import SamplingConfig
+
+    module.sample(prompts[:4], SamplingConfig(max_new_tokens=4), batch_size=4)  # warm-up
     for name, batch_size, cache in variants:
         times, tokens = [], 0
         for rep in range(cfg["repeats"]):
             start = time.perf_counter()
             out = (
-                module.complete(prompts, batch_size=batch_size, seed=rep, max_new_tokens=cfg["new_tokens"])
+                module.sample(
+                    prompts, SamplingConfig(max_new_tokens=cfg["new_tokens"], seed=rep), batch_size=batch_size
+                ).completions
                 if cache
                 else _no_cache(module, prompts, cfg)
             )
@@ -337,10 +341,9 @@ def run_generation(cfg: dict) -> dict:
 
 def _no_cache(module, prompts, cfg):
     """`generate` with use_cache=False: every new token re-runs the whole prefix (the quadratic baseline)."""
-    from lit_pref.data.collate import pad_rows
+    from lit_pref.models.batching import left_padded_prompts
 
-    ids = pad_rows(prompts, module.tokenizer.pad_token_id, left=True)
-    mask = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
+    ids, mask = left_padded_prompts(prompts, module.tokenizer.pad_token_id)
     out = module.policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg["new_tokens"], do_sample=True,
                                  use_cache=False, pad_token_id=module.tokenizer.pad_token_id)  # fmt: skip
     return out[:, ids.shape[1] :].tolist()

@@ -43,7 +43,7 @@ def task_options(seed: int, **extra) -> str:
 def fit(configs: list[str], overrides: list[str], seed: int) -> list[tuple[int, float]]:
     """Run one training with Lightning's Trainer and return its (step, exact regret) history."""
     from lit_pref.callbacks.outcomes import OutcomeRegret
-    from lit_pref.cli import cli_instances
+    from lit_pref.commands.lightning import cli_instances
 
     args = [a for c in configs for a in ("--config", str(CONFIGS / c))]
     model, datamodule, trainer = cli_instances([*args, f"--seed_everything={seed}", *overrides, *QUIET])
@@ -54,7 +54,7 @@ def fit(configs: list[str], overrides: list[str], seed: int) -> list[tuple[int, 
 
 def prepare_data(seed: int, setting: str, work: Path, confounding: float) -> Path:
     """Outcome-model predictions and base-model samples for the seed's randomized rows (crossfit)."""
-    from lit_pref.crossfit import annotate, parse_args
+    from lit_pref.commands.crossfit import annotate, parse_args
     from lit_pref.tasks.outcomes import OutcomesTask
 
     out = work / f"seed{seed}" / setting

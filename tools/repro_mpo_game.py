@@ -32,7 +32,7 @@ VARIANTS = {
 def run(variant_args: list[str], seed: int, save_dir: Path, name: str) -> tuple[Path, float]:
     cmd = [
         sys.executable, "-m", "lit_pref", "fit", "--config", "configs/repro/mpo_game_mpo.yaml", *variant_args,
-        "--seed_everything", str(seed), "--model.init_args.sampling_seed", str(seed),
+        "--seed_everything", str(seed), "--model.init_args.sampling.seed", str(seed),
         "--trainer.logger.init_args.save_dir", str(save_dir), "--trainer.logger.init_args.name", name,
         "--trainer.logger.init_args.version", f"seed{seed}", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip

@@ -47,10 +47,8 @@ def true_reward(path: str, num_prompts: int = 128, seed: int = 0) -> float:
     rows = data.prompt_rows("task:reviews").select(range(num_prompts))
     module = lit_pref.SFT(tokenizer="builtin:tiny", policy=path)
     module.configure_model()
-    completions = module.complete(
-        [r["prompt_ids"] for r in rows], batch_size=64, seed=seed, max_new_tokens=24
-    )
-    texts = module.decode_completions(completions)
+    sampling = lit_pref.SamplingConfig(max_new_tokens=24, seed=seed)
+    texts = module.sample([r["prompt_ids"] for r in rows], sampling, batch_size=64).texts
     import json
 
     prompts = [json.loads(r["prompt_text"]) for r in rows]

@@ -2,8 +2,19 @@ from lit_pref.algorithms.base import PolicyModule
 from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
 from lit_pref.algorithms.mpo import MPO
+from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.reward_model import RewardModel
 from lit_pref.algorithms.sft import SFT
 from lit_pref.algorithms.wspo import WSPO
 
-__all__ = ["DPO", "MPO", "CausalPO", "OutcomeModel", "PolicyModule", "RewardModel", "SFT", "WSPO"]
+__all__ = [
+    "DPO",
+    "MPO",
+    "CausalPO",
+    "OnlineModule",
+    "OutcomeModel",
+    "PolicyModule",
+    "RewardModel",
+    "SFT",
+    "WSPO",
+]

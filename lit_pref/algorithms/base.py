@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lit_pref.data.collate import prompt_lists, prompt_texts
+from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError
-from lit_pref.models.companions import CompanionModel
+from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.models.loading import (
     DType,
     LoraSettings,
@@ -25,6 +28,7 @@ from lit_pref.models.loading import (
     prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
+from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -52,10 +56,15 @@ class PolicyModule(pl.LightningModule):
         max_logits_elements: The LM head scores only response tokens, at most this many logits (rows x vocab)
             at a time; more rows run in chunks recomputed in the backward pass, bounding peak memory at large
             vocabularies. null: the plain path through the full (batch, length, vocab) logits.
+        text_as_chat: Linked from `data.text_as_chat`: how texts are rendered for scoring outside the data module.
+        sampling: Generation settings (lit_pref.SamplingConfig) of `predict` (default: greedy) and, for online
+            methods, of their rollouts (default: the method's own).
     """
 
     #: row formats (see PreferenceDataModule.format) this algorithm trains on
     accepted_formats: tuple[str, ...] = ("pairwise",)
+    #: how `predict` reads its rows: prompts to complete (policies) or "auto" (scorers read prompt + response)
+    predict_format: str = "prompt"
     #: constructor arguments holding objects (companion providers, oracles), not settings: not hyper-parameters
     object_args: tuple[str, ...] = ()
 
@@ -76,9 +85,16 @@ class PolicyModule(pl.LightningModule):
         max_length: int = 512,
         max_prompt_length: int = 256,
         max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
+        text_as_chat: bool = False,
+        sampling: SamplingConfig | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=list(self.object_args))
+        self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
+        if (
+            sampling is not None
+        ):  # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+            self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling_config)
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
@@ -86,8 +102,24 @@ class PolicyModule(pl.LightningModule):
 
     # -- models -------------------------------------------------------------------------------------------
     def companions(self) -> dict[str, CompanionModel]:
-        """The frozen companion models this algorithm uses, by attribute name (override to add some)."""
-        return {}
+        """The frozen companion models in use, by attribute name: every CompanionModel attribute of the module
+        (an algorithm's own, and those callbacks added with `add_companion`)."""
+        return {name: m for name, m in self.named_children() if isinstance(m, CompanionModel)}
+
+    def add_companion(self, name: str, provider: CompanionModel) -> CompanionModel:
+        """Register another frozen model (e.g. RewardEvaluation's starting policy) before `configure_model`, so
+        it is attached, moved and sharded like the algorithm's own; returns the registered provider."""
+        existing = getattr(self, name, None)
+        if existing is not None:
+            if isinstance(existing, CompanionModel) and type(existing) is type(provider):
+                return existing  # registered already (e.g. a second fit on the same module)
+            raise ConfigError(f"{type(self).__name__} already has an attribute {name!r}; pick another name")
+        if self.policy is not None:
+            raise ConfigError(
+                f"add_companion({name!r}) must run before the model is configured (in a callback's setup)"
+            )
+        setattr(self, name, provider)
+        return provider
 
     @property
     def policy_spec(self) -> str:
@@ -124,7 +156,7 @@ class PolicyModule(pl.LightningModule):
         dtype, offload = self.hparams.fsdp_param_dtype, self.hparams.fsdp_offload_frozen
         shard(self.policy, mesh, frozen=False, param_dtype=dtype)
         for provider in self.companions().values():
-            provider.checkpointed = True  # sharded checkpoints are loaded strictly, so they hold every shard
+            provider.keep_in_checkpoints()  # sharded checkpoints are loaded strictly, so they hold every shard
             for model in provider.frozen_models():
                 shard(model, mesh, frozen=True, param_dtype=dtype, offload_frozen=offload)
 
@@ -133,16 +165,24 @@ class PolicyModule(pl.LightningModule):
         if dm is not None and self.policy is None:
             # The data module owns the tokenizer and length limits (the CLI links them; Python users get the same).
             for key, value in (("tokenizer", dm.tokenizer_spec), ("max_length", dm.max_length),
-                               ("max_prompt_length", dm.max_prompt_length)):  # fmt: skip
+                               ("max_prompt_length", dm.max_prompt_length), ("text_as_chat", dm.text_as_chat)):  # fmt: skip
                 self.hparams[key] = value
                 if getattr(self, "_hparams_initial", None) is not None:  # what loggers record
                     self._hparams_initial[key] = value
+        if dm is not None:
+            dm.batch_repeats = self.training_batch_repeats()
+            if stage == "predict":
+                dm.use_predict_format(self.predict_format)
         fmt = getattr(dm, "row_format", None)
         if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
             raise ConfigError(
                 f"{type(self).__name__} trains on {' or '.join(self.accepted_formats)} rows but the data has {fmt} "
                 "rows. Point data.train at suitable data, or set data.format / data.columns"
             )
+
+    def training_batch_repeats(self) -> int:
+        """How many consecutive training steps each batch serves (online methods: one rollout, several updates)."""
+        return 1
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
         """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
@@ -154,9 +194,8 @@ class PolicyModule(pl.LightningModule):
             provider.ema_update(self.policy, ema_decay)
         return int(provider.refreshes)
 
-    def refreshable(self, name: str):
-        from lit_pref.models.companions import RefreshableCopy
-
+    def refreshable(self, name: str) -> RefreshableCopy:
+        """The RefreshableCopy companion `name`; a ConfigError naming the option if it is something else."""
         provider = self.companions().get(name)
         if not isinstance(provider, RefreshableCopy):
             raise ConfigError(
@@ -182,80 +221,31 @@ class PolicyModule(pl.LightningModule):
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
         return sequence_logps(self.policy, batch, self.hparams.max_logits_elements)
 
-    @torch.no_grad()
-    def generate(
+    def sample(
         self,
-        prompt_input_ids: Tensor,
-        prompt_attention_mask: Tensor,
-        max_new_tokens: int | None = None,
-        do_sample: bool = True,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
+        prompts: list[list[int]],
+        config: SamplingConfig,
         model: nn.Module | None = None,
-    ) -> list[list[int]]:
-        """Sample completions for left-padded prompts (KV-cached, batched) from the policy, or from `model`
-        (a frozen companion sharing the tokenizer); returns each completion's ids up to and including EOS."""
-        max_new = max_new_tokens or max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
-        model = model if model is not None else self.policy
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                out = model.generate(
-                    input_ids=prompt_input_ids.to(self.device),
-                    attention_mask=prompt_attention_mask.to(self.device),
-                    max_new_tokens=max_new,
-                    do_sample=do_sample,
-                    temperature=temperature if do_sample else None,
-                    top_k=top_k if do_sample else None,
-                    top_p=top_p if do_sample else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                    use_cache=True,
-                    synced_gpus=self.trainer.world_size > 1 if self._trainer is not None else False,
-                )
-        finally:
-            model.train(was_training)
-        completions = []
-        eos = self.tokenizer.eos_token_id
-        for row in out[:, prompt_input_ids.shape[1] :].tolist():
-            completions.append(row[: row.index(eos) + 1] if eos in row else row)
-        return completions
+        seed: int | None = None,
+        batch_size: int = 32,
+    ) -> Generation:
+        """`lit_pref.sampling.generate` from the policy (or `model`, e.g. a companion's `sampling_model()`) with
+        this module's tokenizer, its length limits as the default `max_new_tokens`, and collective generation
+        when the Trainer runs on several processes (FSDP2 needs every rank in every forward)."""
+        synced = self._trainer is not None and self.trainer.world_size > 1
+        default_new = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
+        return generate(model if model is not None else self.policy, self.tokenizer, prompts, config,
+                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced)  # fmt: skip
 
-    def complete(
-        self, prompts: list[list[int]], batch_size: int = 32, seed: int = 0, **kwargs: Any
-    ) -> list[list[int]]:
-        """Generate for a list of prompt token-id lists, `batch_size` at a time (left-padded, seeded per batch);
-        `kwargs` go to `generate`."""
-        from lit_pref.data.collate import pad_rows
+    def renderer(self) -> Renderer:
+        """Renders (prompt, response) texts exactly as the training rows were (the data module's settings)."""
+        return Renderer(self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length,
+                        self.hparams.text_as_chat)  # fmt: skip
 
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            ids = pad_rows(chunk, self.tokenizer.pad_token_id, left=True)
-            mask = pad_rows([[1] * len(p) for p in chunk], 0, left=True)
-            out += self.generate(ids, mask, seed=seed + start, **kwargs)
-        return out
-
-    def decode_completions(self, completions: list[list[int]]) -> list[str]:
-        """Text of generated completions: the trailing EOS is dropped and nothing else, since a completion holds
-        no padding and a response token may double as a special token (the games' pad token is a response)."""
-        eos = self.tokenizer.eos_token_id
-        trimmed = [c[:-1] if c and c[-1] == eos else c for c in completions]
-        return self.tokenizer.batch_decode(trimmed, skip_special_tokens=False)
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
-        completions = self.generate(
-            batch["prompt_input_ids"], batch["prompt_attention_mask"], do_sample=False
-        )
-        prompts = batch.get("prompt_text") or self.tokenizer.batch_decode(
-            batch["prompt_input_ids"], skip_special_tokens=True
-        )
-        return [{"prompt": p, "response": t} for p, t in zip(prompts, self.decode_completions(completions))]
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One completion per prompt with `sampling` (default: greedy); rows {prompt, response}."""
+        out = self.sample(prompt_lists(batch), self.sampling_config or GREEDY, batch_size=len(batch["index"]))
+        return [{"prompt": p, "response": t} for p, t in zip(prompt_texts(batch, self.tokenizer), out.texts)]
 
     # -- steps --------------------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:

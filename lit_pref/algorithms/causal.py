@@ -4,7 +4,7 @@ Direct-outcome rows pair a text X_i (or prompt + response) with a reader's outco
 experiment that assigned texts with probability P^R. The policy maximizes an importance-weighted estimate of its
 causal value V(f) = E_{X~f} g(X); the doubly robust version adds an outcome model g_hat evaluated on texts sampled
 from a base model f0. The per-row columns those need (`propensity`, `prediction`, `sample`, `sample_logp`,
-`sample_prediction`) are written by `python -m lit_pref crossfit` and `python -m lit_pref samples`.
+`sample_prediction`) are written by `python -m lit_pref crossfit` (with `--base MODEL` for the sample columns).
 """
 
 from __future__ import annotations
@@ -123,9 +123,6 @@ class CausalPO(PolicyModule):
         self.use_propensity = use_propensity
         self.base = base
 
-    def companions(self):
-        return {"base": self.base} if self.base is not None else {}
-
     def compute_loss(self, batch):
         batch = self._check_columns(batch)
         n = int(batch.get("num_rows", batch["input_ids"].shape[0]))
@@ -157,7 +154,7 @@ class CausalPO(PolicyModule):
         if missing:
             raise ConfigError(
                 f"CausalPO estimator {self.estimator} needs the data column(s) {missing}: write them with "
-                "`python -m lit_pref crossfit` (prediction) and `python -m lit_pref samples` (sample, sample_logp, "
+                "`python -m lit_pref crossfit` (prediction; with --base MODEL also sample, sample_logp, "
                 "sample_prediction), or map yours with data.columns"
             )
         return batch

@@ -39,9 +39,6 @@ class DPO(PolicyModule):
         self.label_smoothing = label_smoothing
         self.reference = default_reference(self, reference)
 
-    def companions(self):
-        return {"reference": self.reference}
-
     def compute_loss(self, batch):
         n = batch["num_pairs"]
         average = self.loss_type == "ipo"

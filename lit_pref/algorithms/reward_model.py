@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule
-from lit_pref.data.render import Renderer
 from lit_pref.losses import bradley_terry_loss
 from lit_pref.models.loading import load_sequence_scorer
 from lit_pref.models.scoring import last_token_scores, score_texts
@@ -23,6 +23,8 @@ class ScorerModule(PolicyModule):
             self.policy_spec, self.hparams.dtype, pad_token_id=self.tokenizer.pad_token_id
         )
 
+    predict_format = "auto"
+
     def lora_task_type(self) -> str:
         return "SEQ_CLS"
 
@@ -30,17 +32,21 @@ class ScorerModule(PolicyModule):
         """One scalar per sequence, read at its last attended position."""
         return last_token_scores(self.policy, input_ids, attention_mask)
 
-    def score_texts(
-        self, prompts: list, responses: list, text_as_chat: bool = False, batch_size: int = 32
-    ) -> Tensor:
-        """Scores of (prompt, response) texts, rendered exactly as training rows are."""
-        renderer = Renderer(
-            self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length, text_as_chat
-        )
-        return score_texts(self.policy, renderer, prompts, responses, batch_size)
+    def score_texts(self, prompts: list, responses: list, batch_size: int = 32) -> Tensor:
+        """Scores of (prompt, response) texts, rendered exactly as the training rows were (the data's settings)."""
+        return score_texts(self.policy, self.renderer(), prompts, responses, batch_size)
 
-    def generate(self, *args, **kwargs):
-        raise NotImplementedError(f"a {type(self).__name__} scores text; it does not generate")
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """`predict` scores rows: {index, score} (demonstration/outcome rows), {index, chosen_score,
+        rejected_score} (pairwise rows)."""
+        with torch.no_grad():
+            scores = self.scores(batch["input_ids"], batch["attention_mask"]).tolist()
+        index = batch["index"].tolist()
+        if "num_pairs" in batch:
+            n = batch["num_pairs"]
+            return [{"index": i, "chosen_score": c, "rejected_score": r}
+                    for i, c, r in zip(index, scores[:n], scores[n:])]  # fmt: skip
+        return [{"index": i, "score": s} for i, s in zip(index, scores)]
 
 
 class RewardModel(ScorerModule):

@@ -62,13 +62,6 @@ class WSPO(PolicyModule):
             weak = [Precomputed(source=provider) for provider in weak]
         self.weak_reference, self.weak_aligned = weak
 
-    def companions(self):
-        return {
-            "reference": self.reference,
-            "weak_reference": self.weak_reference,
-            "weak_aligned": self.weak_aligned,
-        }
-
     def configure_model(self) -> None:
         self._check_weak_models()
         super().configure_model()

@@ -1,17 +1,20 @@
 from lit_pref.callbacks.export import ExportHF, export_module
 from lit_pref.callbacks.game import GameMetrics
-from lit_pref.callbacks.magnet import MagnetUpdate
 from lit_pref.callbacks.outcomes import OutcomeRegret
+from lit_pref.callbacks.periodic import PeriodicCallback
 from lit_pref.callbacks.predictions import PredictionWriter
+from lit_pref.callbacks.refresh import CompanionRefresh, MagnetUpdate
 from lit_pref.callbacks.reward_eval import RewardEvaluation
 from lit_pref.callbacks.samples import GenerationSamples
 
 __all__ = [
+    "CompanionRefresh",
     "ExportHF",
     "GameMetrics",
+    "GenerationSamples",
     "MagnetUpdate",
     "OutcomeRegret",
-    "GenerationSamples",
+    "PeriodicCallback",
     "PredictionWriter",
     "RewardEvaluation",
     "export_module",

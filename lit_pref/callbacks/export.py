@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 
+from lit_pref.atomic import atomic_write
+from lit_pref.data.render import RENDER_SETTINGS
 
-def atomic_save_dir(target: str | Path, write) -> Path:
-    """Run write(tmp_dir), then move tmp_dir to `target` (replacing it); a failure leaves `target` untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+def render_settings(module) -> dict:
+    return {key: module.hparams[key] for key in ("text_as_chat", "max_length", "max_prompt_length")}
 
 
 def full_state_dict(model) -> dict | None:
@@ -63,8 +48,9 @@ def export_module(
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, state_dict=state) if state is not None else model.save_pretrained(tmp)
         module.tokenizer.save_pretrained(tmp)
+        (tmp / RENDER_SETTINGS).write_text(json.dumps(render_settings(module)))
 
-    return atomic_save_dir(dirpath, write)
+    return atomic_write(dirpath, write, directory=True)
 
 
 class ExportHF(pl.Callback):

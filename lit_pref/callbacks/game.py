@@ -3,27 +3,24 @@ distance to the Nash equilibrium."""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import numpy as np
-import torch
 
-from lit_pref.data.collate import sequences_batch
-from lit_pref.models.logprobs import sequence_logps
+from lit_pref.callbacks.periodic import PeriodicCallback
+from lit_pref.models.batching import score_sequences
 from lit_pref.tasks.games import duality_gap, get_game
 
 
 def policy_distribution(module, prompt: str, responses: list[str]) -> np.ndarray:
     """pi(y | prompt) for every response of an enumerable task (a game: sums to 1 by construction)."""
     tok = module.tokenizer
-    prompt = tok(prompt, add_special_tokens=False)["input_ids"]
-    responses = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
-    batch = sequences_batch([prompt] * len(responses), responses, tok.pad_token_id)
-    with torch.no_grad():
-        logps = sequence_logps(module.policy, {k: v.to(module.device) for k, v in batch.items()}).sum
-    return logps.exp().double().cpu().numpy()
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    response_ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses]
+    logps = score_sequences(module.policy, [prompt_ids] * len(responses), response_ids, tok.pad_token_id,
+                            batch_size=len(responses))  # fmt: skip
+    return logps.exp().double().numpy()
 
 
-class GameMetrics(pl.Callback):
+class GameMetrics(PeriodicCallback):
     """Every `every_n_steps` optimizer steps (and at the start), log the exact
     `game/duality_gap` = 2 max_y P(y > pi) - 1 and `game/kl_to_nash` = KL(pi* || pi) of the policy, plus
     `game/prob_mass` (sum of pi, a check that it is 1). `history` keeps (step, gap, kl, pi) for scripts.
@@ -34,9 +31,9 @@ class GameMetrics(pl.Callback):
     """
 
     def __init__(self, game: str = "cyclic3", every_n_steps: int = 1):
+        super().__init__(every_n_steps)
         self.game = get_game(game)
         self.nash = self.game.nash()
-        self.every_n_steps = every_n_steps
         self.history: list[tuple[int, float, float, np.ndarray]] = []
 
     def measure(self, trainer, module) -> None:
@@ -51,9 +48,7 @@ class GameMetrics(pl.Callback):
                 step=trainer.global_step,
             )
 
+    on_period = measure
+
     def on_fit_start(self, trainer, module) -> None:
         self.measure(trainer, module)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self.measure(trainer, module)

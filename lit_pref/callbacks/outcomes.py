@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import numpy as np
 
 from lit_pref.callbacks.game import policy_distribution
+from lit_pref.callbacks.periodic import PeriodicCallback
 from lit_pref.tasks.outcomes import START_TOKEN, OutcomesTask
 
 
-class OutcomeRegret(pl.Callback):
+class OutcomeRegret(PeriodicCallback):
     """At fit start, every `every_n_steps` optimizer steps and at fit end, log the policy's exact causal value
     `causal/true_value` = sum_x pi(x) g(x), `causal/regret` = max g - V(pi) and `causal/best_text_prob` on
     `task:outcomes` (the policy must be a model over its texts, e.g. `builtin:outcomes-base`). `history` keeps
@@ -20,8 +20,8 @@ class OutcomeRegret(pl.Callback):
     """
 
     def __init__(self, every_n_steps: int = 10):
+        super().__init__(every_n_steps)
         self.task = OutcomesTask()
-        self.every_n_steps = every_n_steps
         self.history: list[tuple[int, float, np.ndarray]] = []
 
     def measure(self, trainer, module) -> None:
@@ -36,12 +36,10 @@ class OutcomeRegret(pl.Callback):
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
 
+    on_period = measure
+
     def on_fit_start(self, trainer, module) -> None:
         self.measure(trainer, module)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self.measure(trainer, module)
 
     def on_fit_end(self, trainer, module) -> None:
         if not self.history or self.history[-1][0] != trainer.global_step:

@@ -6,16 +6,20 @@ import json
 import statistics
 
 import lightning.pytorch as pl
-import torch
 
-from lit_pref.callbacks.samples import text_loggers
-from lit_pref.data.collate import sequences_batch
-from lit_pref.models.companions import frozen_copy_of_policy
+from lit_pref.callbacks.periodic import PeriodicCallback
+from lit_pref.callbacks.samples import markdown_table, text_loggers
+from lit_pref.models.batching import map_sequences
+from lit_pref.models.companions import CompanionModel, FrozenCopy
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.rewards import Reward
+from lit_pref.sampling import SamplingConfig
+
+#: the module attribute under which the starting policy is registered as a companion
+START_COMPANION = "eval_start_policy"
 
 
-class RewardEvaluation(pl.Callback):
+class RewardEvaluation(PeriodicCallback):
     """Every `every_n_steps` steps (and before training and at its end), generate one response per held-out
     prompt and log:
 
@@ -27,7 +31,8 @@ class RewardEvaluation(pl.Callback):
     - `eval/response_length`: mean generated tokens;
     - `eval/samples` (TEXT): a few prompts with the response and its reward.
 
-    The "reference" here is the policy as it was when fit started (for DPO, its reference model).
+    The "reference" here is the policy as it was when fit started: a frozen companion model of the module
+    (registered in `setup`, so it is sharded under FSDP2 like every other frozen model).
 
     Args:
         reward: The reward (lit_pref.TaskReward, lit_pref.RewardModelScorer, lit_pref.CallableReward, ...).
@@ -36,9 +41,8 @@ class RewardEvaluation(pl.Callback):
         num_prompts: How many held-out prompts (the first N; the same at every evaluation).
         every_n_steps: Steps between evaluations.
         batch_size: Prompts per generate call.
-        max_new_tokens: Generation limit.
-        temperature: Sampling temperature (1.0 keeps `eval/kl_to_ref` unbiased).
-        seed: Sampling seed, so evaluations differ only by the policy.
+        sampling: Generation settings (default: max_new_tokens 32, temperature 1.0, which keeps
+            `eval/kl_to_ref` unbiased; seeded, so evaluations differ only by the policy).
         compare_to_start: Keep a frozen copy of the starting policy for win rate and KL (costs one model copy).
         num_text_samples: Samples shown under eval/samples.
         summary: Print reward before -> after and sample responses at the end of fit.
@@ -51,104 +55,90 @@ class RewardEvaluation(pl.Callback):
         num_prompts: int = 64,
         every_n_steps: int = 50,
         batch_size: int = 32,
-        max_new_tokens: int = 32,
-        temperature: float = 1.0,
-        seed: int = 0,
+        sampling: SamplingConfig | None = None,
         compare_to_start: bool = True,
         num_text_samples: int = 4,
         summary: bool = False,
     ):
+        super().__init__(every_n_steps)
         self.reward = reward
         self.prompt_source = prompts
         self.num_prompts = num_prompts
-        self.every_n_steps = every_n_steps
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.seed = seed
+        self.sampling = sampling or SamplingConfig(max_new_tokens=32)
         self.compare_to_start = compare_to_start
         self.num_text_samples = num_text_samples
         self.summary = summary
         self.history: list[dict] = []  # one entry per evaluation: step, metrics, samples
         self._prompts = None
-        self._start_model = None
-        self._start = None  # (responses, rewards) of the starting policy
+        self._start: CompanionModel | None = None
+        self._start_rewards: list[float] | None = None
+
+    def setup(self, trainer: pl.Trainer, module, stage: str) -> None:
+        if stage == "fit" and self.compare_to_start:
+            self._start = module.add_companion(START_COMPANION, FrozenCopy())
 
     # -- sampling -----------------------------------------------------------------------------------------
-    def _sample(self, module, model=None) -> tuple[list[list[int]], list[str]]:
-        """Completion ids and texts for every eval prompt, from `model` (default: the policy)."""
-        ids = module.complete(
-            self._prompts, self.batch_size, self.seed, max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature, model=model,
-        )  # fmt: skip
-        return ids, module.decode_completions(ids)
+    def _sample(self, module, model=None):
+        return module.sample(self._prompts, self.sampling, model=model, batch_size=self.batch_size)
 
-    @torch.no_grad()
     def _kl(self, module, completions: list[list[int]]) -> float:
-        pad = module.tokenizer.pad_token_id
-        total = []
-        for start in range(0, len(completions), self.batch_size):
-            batch = sequences_batch(
-                self._prompts[start : start + self.batch_size],
-                completions[start : start + self.batch_size],
-                pad,
-            )
-            batch = {k: v.to(module.device) for k, v in batch.items()}
-            total += (
-                sequence_logps(module.policy, batch).sum - sequence_logps(self._start_model, batch).sum
-            ).tolist()
-        return statistics.fmean(total)
+        start = self._start
+
+        def log_ratio(batch):
+            return sequence_logps(module.policy, batch).sum - start.token_logps(batch).sum
+
+        ratios = map_sequences(log_ratio, self._prompts, completions, module.tokenizer.pad_token_id,
+                               self.batch_size, module.device)  # fmt: skip
+        return float(ratios.mean())
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def evaluate(self, trainer: pl.Trainer, module) -> dict:
         was_training = module.policy.training
         module.policy.eval()
         try:
-            completions, texts = self._sample(module)
-            rewards = self.reward(self._prompt_texts, texts).tolist()
-            metrics = {
-                "eval/reward_mean": statistics.fmean(rewards),
-                "eval/reward_std": statistics.pstdev(rewards),
-                "eval/response_length": statistics.fmean(len(c) for c in completions),
-            }
-            if self._start_model is not None:
-                start_rewards = self._start[1]
-                wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, start_rewards)]
-                metrics["eval/win_rate_vs_ref"] = statistics.fmean(wins)
-                metrics["eval/kl_to_ref"] = self._kl(module, completions)
+            return self._evaluate(trainer, module)
         finally:
             module.policy.train(was_training)
-        samples = list(zip(self._prompt_texts, texts, rewards))[: self.num_text_samples]
+
+    def _evaluate(self, trainer: pl.Trainer, module) -> dict:
+        out = self._sample(module)
+        rewards = self.reward(self._prompt_texts, out.texts).tolist()
+        metrics = {
+            "eval/reward_mean": statistics.fmean(rewards),
+            "eval/reward_std": statistics.pstdev(rewards),
+            "eval/response_length": statistics.fmean(len(c) for c in out.completions),
+        }
+        if self._start_rewards is not None:
+            wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, self._start_rewards)]
+            metrics["eval/win_rate_vs_ref"] = statistics.fmean(wins)
+            metrics["eval/kl_to_ref"] = self._kl(module, out.completions)
+        samples = list(zip(self._prompt_texts, out.texts, rewards))[: self.num_text_samples]
         self.history.append({"step": trainer.global_step, **metrics, "samples": samples})
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
-        table = "| prompt | response | reward |\n|---|---|---|\n" + "\n".join(
-            f"| {json.dumps(p)[1:-1] if isinstance(p, str) else json.dumps(p)} | {json.dumps(r)[1:-1]} | {v:.3f} |"
-            for p, r, v in samples
-        )
         for writer in text_loggers(trainer):
-            writer.add_text("eval/samples", table, trainer.global_step)
+            writer.add_text("eval/samples", markdown_table(["prompt", "response", "reward"], samples),
+                            trainer.global_step)  # fmt: skip
         return metrics
+
+    on_period = evaluate
 
     def on_fit_start(self, trainer: pl.Trainer, module) -> None:
         rows = trainer.datamodule.prompt_rows(self.prompt_source)
         rows = rows.select(range(min(self.num_prompts, len(rows))))
         self._prompts = [r["prompt_ids"] for r in rows]
         self._prompt_texts = [json.loads(r["prompt_text"]) for r in rows]
-        if self.compare_to_start:
-            self._start_model = frozen_copy_of_policy(module.policy)
-            _, texts = self._sample(module, self._start_model)
-            self._start = (texts, self.reward(self._prompt_texts, texts).tolist())
+        if self._start is not None:
+            texts = self._sample(module, self._start.sampling_model()).texts
+            self._start_rewards = self.reward(self._prompt_texts, texts).tolist()
         self.evaluate(trainer, module)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
-            self.evaluate(trainer, module)
 
     def on_fit_end(self, trainer, module) -> None:
         if self.history and self.history[-1]["step"] != trainer.global_step:
             self.evaluate(trainer, module)
-        self._start_model = None
+        if self._start is not None:
+            self._start.release()  # the starting policy's copy is not needed after fit
         if self.summary and trainer.is_global_zero:
             print(self.summary_text(trainer))
 

@@ -5,14 +5,28 @@ from __future__ import annotations
 import json
 
 import lightning.pytorch as pl
-import torch
+
+from lit_pref.callbacks.periodic import PeriodicCallback
+from lit_pref.sampling import SamplingConfig
 
 
 def text_loggers(trainer: pl.Trainer):
     return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_text")]
 
 
-class GenerationSamples(pl.Callback):
+def markdown_table(header: list[str], rows: list[tuple]) -> str:
+    """A markdown table for TensorBoard's text tab; strings are JSON-escaped so newlines stay visible."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return json.dumps(value)[1:-1] if isinstance(value, str) else json.dumps(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+class GenerationSamples(PeriodicCallback):
     """Every `every_n_steps` training steps (and at the end of fit), sample responses to the first
     `num_prompts` validation prompts (training prompts if there is no validation split) and log them
     under `samples/generations`.
@@ -20,24 +34,18 @@ class GenerationSamples(pl.Callback):
     Args:
         every_n_steps: Steps between two logs.
         num_prompts: Prompts sampled each time (the same ones every time, so logs are comparable).
-        max_new_tokens: Generation limit.
-        temperature: Sampling temperature; 0 means greedy.
-        seed: Seed of the sampling, so two logs differ only by the policy.
+        sampling: Generation settings (seeded, so two logs differ only by the policy; do_sample: false = greedy).
     """
 
     def __init__(
         self,
         every_n_steps: int = 100,
         num_prompts: int = 4,
-        max_new_tokens: int = 48,
-        temperature: float = 0.7,
-        seed: int = 0,
+        sampling: SamplingConfig | None = None,
     ):
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps)
         self.num_prompts = num_prompts
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.seed = seed
+        self.sampling = sampling or SamplingConfig(max_new_tokens=48, temperature=0.7)
 
     def _prompts(self, trainer) -> list[list[int]]:
         datasets = trainer.datamodule.datasets
@@ -46,34 +54,18 @@ class GenerationSamples(pl.Callback):
 
     def sample(self, trainer: pl.Trainer, module) -> list[tuple[str, str]]:
         prompts = self._prompts(trainer)
-        greedy = self.temperature <= 0
-        completions = module.complete(
-            prompts,
-            seed=self.seed,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=not greedy,
-            temperature=max(self.temperature, 1e-5),
-        )
+        out = module.sample(prompts, self.sampling)  # every rank: generation is collective under sharding
         decode = module.tokenizer.decode
-        return [
-            (decode(p, skip_special_tokens=False), decode(c, skip_special_tokens=False))
-            for p, c in zip(prompts, completions)
-        ]
+        return [(decode(p, skip_special_tokens=False), text) for p, text in zip(prompts, out.texts)]
 
-    def _log(self, trainer, module) -> None:
-        with torch.no_grad():
-            pairs = self.sample(trainer, module)  # every rank: generation is collective under sharding
+    def on_period(self, trainer, module) -> None:
+        pairs = self.sample(trainer, module)
         if not trainer.is_global_zero:
             return
-        table = "| prompt | response |\n|---|---|\n" + "\n".join(
-            f"| {json.dumps(p)[1:-1]} | {json.dumps(r)[1:-1]} |" for p, r in pairs
-        )
         for writer in text_loggers(trainer):
-            writer.add_text("samples/generations", table, trainer.global_step)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step > 0:
-            self._log(trainer, module)
+            writer.add_text(
+                "samples/generations", markdown_table(["prompt", "response"], pairs), trainer.global_step
+            )
 
     def on_fit_end(self, trainer, module) -> None:
-        self._log(trainer, module)
+        self.on_period(trainer, module)

@@ -8,36 +8,20 @@ from typing import Any
 import torch
 
 from lit_pref.data.schema import OUTCOME_NUMBERS
-from lit_pref.models.logprobs import IGNORE_INDEX
+from lit_pref.models.batching import left_padded_prompts, sequences_batch
 
 
-def pad_rows(
-    rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None
-) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    if multiple_of:
-        width = -(-width // multiple_of) * multiple_of
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if left:
-            out[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        else:
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+def prompt_lists(batch: dict[str, Any]) -> list[list[int]]:
+    """The prompt token ids of each row of a batch, without the left padding."""
+    masks = batch["prompt_attention_mask"].bool()
+    return [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
 
 
-def sequences_batch(
-    prompts: list[list[int]], completions: list[list[int]], pad_id: int, multiple_of: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+completion sequences with labels that score only completion tokens."""
-    seqs = [p + c for p, c in zip(prompts, completions)]
-    label_rows = [[IGNORE_INDEX] * len(p) + c for p, c in zip(prompts, completions)]
-    input_ids = pad_rows(seqs, pad_id, multiple_of=multiple_of)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": pad_rows([[1] * len(s) for s in seqs], 0, multiple_of=multiple_of),
-        "labels": pad_rows(label_rows, IGNORE_INDEX, multiple_of=multiple_of),
-    }
+def prompt_texts(batch: dict[str, Any], tokenizer) -> list[Any]:
+    """The rows' prompts as the data gave them (string or messages), else decoded from the ids."""
+    if batch.get("prompt_text") is not None:
+        return batch["prompt_text"]
+    return tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
 
 
 def texts_only(batch: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +77,9 @@ class Collator:
                 if rows[0].get(field) is not None:
                     batch[field] = torch.tensor([r[field] for r in rows], dtype=torch.float32)
         if self.row_format == "prompt" or "prompt_text" in rows[0]:
-            batch["prompt_input_ids"] = pad_rows(prompts, self.pad_id, left=True)
-            batch["prompt_attention_mask"] = pad_rows([[1] * len(p) for p in prompts], 0, left=True)
+            batch["prompt_input_ids"], batch["prompt_attention_mask"] = left_padded_prompts(
+                prompts, self.pad_id
+            )
             if "prompt_text" in rows[0]:
                 batch["prompt_text"] = [json.loads(r["prompt_text"]) for r in rows]
         if rows[0].get("preference") is not None:

@@ -61,7 +61,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             `format`).
         val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
         test: Test rows (used by `test`), same kinds as `train`.
-        predict: Prompt rows for `predict` (generation), same kinds as `train`.
+        predict: Rows for `predict`, same kinds as `train`: prompts for a policy (generation), prompt + response
+            rows for a reward or outcome model (scoring).
         format: Row format: pairwise (prompt, chosen, rejected), demonstration (prompt, response), outcome
             (prompt optional, response or text, outcome, propensity optional), prompt (prompt, preference
             optional), or auto to detect it from the columns.
@@ -121,6 +122,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.task_options = task_options
         self.columns = resolve_columns(columns)
         self.text_as_chat = text_as_chat
+        #: consecutive training steps each batch serves; set by online modules (one rollout, several updates)
+        self.batch_repeats = 1
+        #: how predict rows are read: "prompt" for generating policies, "auto" for scorers (set by the module)
+        self.predict_format = "prompt"
+        self.predict_row_format: str | None = None
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.val_fraction = val_fraction
@@ -225,7 +231,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         import datasets
 
         parts, fingerprints, formats = [], [], set()
-        fmt_option = "prompt" if stage == "predict" else self.format_option  # predict always generates
+        fmt_option = self.predict_format if stage == "predict" else self.format_option
         for s in specs:
             fmt, ds, fp = self._encode_source(s, stage, fmt_option)
             parts.append(ds)
@@ -251,6 +257,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             fmt, ds, fp = self._load_stage(name)
             if name != "predict":
                 self._set_format(fmt, name)
+            else:
+                self.predict_row_format = fmt
             self.datasets[name] = ds.add_column("index", list(range(len(ds))))
             self.fingerprints[name] = fp
         if stage == "fit" and "train" not in self.datasets:
@@ -312,6 +320,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             collate_fn=self.collator("train"),
             num_workers=self.num_workers,
             drop_last=True,
+            repeats=self.batch_repeats,
         )
         return self._train_loader
 
@@ -339,4 +348,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self):
-        return self._eval_loader("predict", "prompt")
+        return self._eval_loader("predict", self.predict_row_format or "prompt")
+
+    def use_predict_format(self, fmt: str) -> None:
+        """Read the predict rows as `fmt` ("prompt" or "auto"), reloading them if they were read otherwise."""
+        if fmt != self.predict_format:
+            self.predict_format = fmt
+            if self.datasets.pop("predict", None) is not None:
+                self.setup("predict")

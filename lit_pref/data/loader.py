@@ -91,22 +91,35 @@ class LengthGroupedSampler(EpochShuffleSampler):
 
 class ResumableDataLoader(DataLoader):
     """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume
-    mid-epoch on exactly the batch after the checkpoint (tests/test_checkpoint.py holds it to that)."""
+    mid-epoch on exactly the batch after the checkpoint (tests/test_checkpoint.py holds it to that).
 
-    def __init__(self, *args: Any, sampler: EpochShuffleSampler, **kwargs: Any):
+    With `repeats` > 1 every batch is handed out that many times in a row (an online method's rollout serves
+    several optimizer steps, so one Trainer step stays one optimizer step); the count is then of steps served,
+    and a resume inside a run of repeats serves the rest of that run first.
+    """
+
+    def __init__(self, *args: Any, sampler: EpochShuffleSampler, repeats: int = 1, **kwargs: Any):
         super().__init__(*args, sampler=sampler, **kwargs)
+        self.repeats = repeats
         self.yielded = 0
+        self._skip_repeats = 0
+
+    def __len__(self) -> int:
+        return super().__len__() * self.repeats
 
     def __iter__(self):
-        start = self.sampler.skip // self.batch_size
-        self.yielded = start
+        self.yielded = (self.sampler.skip // self.batch_size) * self.repeats + self._skip_repeats
+        first_repeat, self._skip_repeats = self._skip_repeats, 0
         for batch in super().__iter__():
-            self.yielded += 1
-            yield batch
+            for _ in range(first_repeat, self.repeats):
+                self.yielded += 1
+                yield batch
+            first_repeat = 0
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "batches": self.yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
-        self.sampler.skip = state["batches"] * self.batch_size
+        self.sampler.skip = (state["batches"] // self.repeats) * self.batch_size
+        self._skip_repeats = state["batches"] % self.repeats

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from lit_pref.data.schema import Text
 from lit_pref.errors import DataError
 
+#: file in an exported model folder holding the Renderer settings it was trained with (read by scorers)
+RENDER_SETTINGS = "lit_pref_render.json"
+
 
 @dataclass
 class Renderer:

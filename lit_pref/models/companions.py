@@ -104,11 +104,41 @@ class CompanionModel(nn.Module):
 
     def frozen_models(self) -> list[nn.Module]:
         """The models this provider owns (sharded like the policy under FSDP2)."""
-        model = getattr(self, "model", None)
-        return [model] if model is not None else []
+        return []
+
+    def sampling_model(self) -> nn.Module | None:
+        """The model to generate from (e.g. an online method's snapshot or magnet), or None when this provider
+        has no weights of its own to sample (a cache, or the policy's own weights behind a disabled adapter)."""
+        return None
+
+    def keep_in_checkpoints(self) -> None:
+        """Write this provider's weights into checkpoints from now on (FSDP2's sharded loader is strict)."""
+        self.checkpointed = True
+
+    def release(self) -> None:
+        """Free the weights this provider owns once nothing needs them (e.g. after a cache is complete)."""
 
 
-class FrozenCopy(CompanionModel):
+class _OwnWeights(CompanionModel):
+    """A provider with its own frozen model in `self.model`."""
+
+    model: nn.Module | None
+
+    def frozen_models(self) -> list[nn.Module]:
+        return [self.model] if self.model is not None else []
+
+    def sampling_model(self) -> nn.Module | None:
+        return self.model
+
+    def release(self) -> None:
+        self.model = None
+
+    @torch.no_grad()
+    def token_logps(self, batch: dict) -> TokenLogps:
+        return sequence_logps(self.model, batch)
+
+
+class FrozenCopy(_OwnWeights):
     """A frozen model with its own weights.
 
     Args:
@@ -134,10 +164,6 @@ class FrozenCopy(CompanionModel):
             self._identity = model_identity(
                 self.model, "frozen"
             )  # the weights decide the log-probs, not the path
-
-    @torch.no_grad()
-    def token_logps(self, batch: dict) -> TokenLogps:
-        return sequence_logps(self.model, batch)
 
     def identity(self) -> str:
         return self._identity
@@ -170,7 +196,7 @@ class DisabledAdapter(CompanionModel):
         return self._identity
 
 
-class RefreshableCopy(CompanionModel):
+class RefreshableCopy(_OwnWeights):
     """A frozen copy of the policy that callbacks refresh (magnet, previous iterate, synced reference).
 
     Its weights and refresh counter are saved in checkpoints, so a resumed run continues identically.
@@ -200,10 +226,6 @@ class RefreshableCopy(CompanionModel):
         for mine, theirs in zip(self.model.parameters(), policy.parameters(), strict=True):
             mine.lerp_(theirs, 1.0 - decay)
         self.refreshes += 1
-
-    @torch.no_grad()
-    def token_logps(self, batch: dict) -> TokenLogps:
-        return sequence_logps(self.model, batch)
 
     def identity(self) -> str:
         return model_identity(self.model, f"refreshable-{int(self.refreshes)}")
@@ -263,8 +285,8 @@ class Precomputed(CompanionModel):
             )  # every rank: sharded forward is collective
             if owner.trainer.is_global_zero:
                 self._save(self.tables[split], path)  # written once
-        if hasattr(self.source, "model") and all(s in self.tables for s in dm.datasets if s != "predict"):
-            self.source.model = None  # every split is cached: free the source weights
+        if all(s in self.tables for s in dm.datasets if s != "predict"):
+            self.source.release()  # every split is cached: free the source weights
 
     @torch.no_grad()
     def _compute(self, owner, dm, split, dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,19 +18,11 @@ def last_token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     return head(pooled).squeeze(-1).float()
 
 
-@torch.no_grad()
 def score_texts(model: nn.Module, renderer, prompts: list, responses: list, batch_size: int = 32) -> Tensor:
     """Scores of (prompt, response) texts rendered exactly as training rows are (see data.render.Renderer)."""
-    from lit_pref.data.collate import sequences_batch
+    from lit_pref.models.batching import map_sequences, model_device
 
-    device = next(model.parameters()).device
-    pad_id = renderer.tokenizer.pad_token_id
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        pairs = zip(prompts[start : start + batch_size], responses[start : start + batch_size])
-        encoded = [renderer.encode(p, r) for p, r in pairs]
-        batch = sequences_batch([e[0] for e in encoded], [e[1] for e in encoded], pad_id)
-        out.append(
-            last_token_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        )
-    return torch.cat(out).cpu()
+    encoded = [renderer.encode(p, r) for p, r in zip(prompts, responses)]
+    fn = lambda batch: last_token_scores(model, batch["input_ids"], batch["attention_mask"])  # noqa: E731
+    return map_sequences(fn, [e[0] for e in encoded], [e[1] for e in encoded], renderer.tokenizer.pad_token_id,
+                         batch_size, model_device(model))  # fmt: skip

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from lit_pref.atomic import atomic_write
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_VERSION = "v1"  # bump when a built-in recipe changes, so caches rebuild
@@ -133,23 +134,25 @@ def _build_model(folder: Path, tokenizer, size: str = "tiny") -> None:
 
 def build_tiny(folder: str | Path) -> Path:
     """Build the tiny tokenizer + model into `folder` (written to a temp dir, then renamed into place)."""
-    return _atomic_build(Path(folder), lambda tmp: _build_model(tmp, _build_tokenizer(tmp)))
+    return atomic_build(Path(folder), lambda tmp: _build_model(tmp, _build_tokenizer(tmp)))
 
 
-def _atomic_build(folder: Path, build) -> Path:
+def atomic_build(folder: Path, build: Callable[[Path], object]) -> Path:
     """Run build(tmp_dir) and rename tmp_dir to `folder`; concurrent builders keep the first finished copy."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        build(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished first: keep theirs
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return atomic_write(folder, build, directory=True, replace=False)
+
+
+#: recipes of built-in models beyond the tiny ones, registered by lit_pref.builtin: (matches(name), build, usage)
+_RECIPES: list[tuple[Callable[[str], bool], Callable[[Path, str], object], str]] = []
+
+
+def register_builtin(
+    matches: Callable[[str], bool], build: Callable[[Path, str], object], usage: str
+) -> None:
+    """Make `builtin:<name>` resolve for every name with matches(name): build(folder, name) writes the HF folder
+    on first use (atomically, e.g. with `atomic_build`). Recipes that train a model live above the algorithms
+    (lit_pref.builtin) and register here, so this loader never imports them."""
+    _RECIPES.append((matches, build, usage))
 
 
 def _is_nonzero_rank() -> bool:
@@ -170,8 +173,8 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` into its
-    cached folder, building it on first use; other specs pass through."""
+    """Turn `builtin:tiny`, `builtin:tiny-large` or a registered recipe's name (`builtin:<size>-sft-<task>`,
+    `builtin:game-<game>`, ...) into its cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
@@ -186,33 +189,13 @@ def resolve_model_path(spec: str) -> str:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
-        _atomic_build(
-            folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name))
-        )
-    elif name.startswith("game-"):
-        from lit_pref.tasks.games import build_game_model, get_game
-
-        game = get_game(name[5:])
-        _atomic_build(folder, lambda tmp: build_game_model(tmp, game))
-    elif name == "outcomes-base":
-        from lit_pref.tasks.outcomes import build_outcomes_base
-
-        _atomic_build(folder, build_outcomes_base)
-    elif "-sft-" in name and name.split("-sft-")[0] in SIZES:
-        from lit_pref.models.builtin_sft import build_tiny_sft
-        from lit_pref.tasks import TASKS
-
-        base, task = name.split("-sft-")
-        if task not in TASKS:
+        atomic_build(folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name)))
+    else:
+        recipe = next((build for matches, build, _ in _RECIPES if matches(name)), None)
+        if recipe is None:
             from lit_pref.errors import ConfigError
 
-            raise ConfigError(f"unknown built-in model {spec!r}: the tasks are {sorted(TASKS)}")
-        build_tiny_sft(folder, task, base)
-    else:
-        from lit_pref.errors import ConfigError
-
-        raise ConfigError(
-            f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-large', 'builtin:<size>-sft-<task>', "
-            "'builtin:game-<game>' or 'builtin:outcomes-base'"
-        )
+            usages = ", ".join(["'builtin:tiny'", "'builtin:tiny-large'", *(u for _, _, u in _RECIPES)])
+            raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
+        recipe(folder, name)
     return str(folder)

@@ -161,28 +161,3 @@ def get_game(name: str, **options) -> PreferenceGame:
     if name not in GAMES:
         raise ConfigError(f"unknown game {name!r}: the games are {sorted(GAMES)}")
     return GAMES[name](**options)
-
-
-def build_game_model(folder, game: PreferenceGame) -> None:
-    """Tokenizer whose vocabulary is exactly the response tokens, and a 1-layer Llama over it."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(game.tokens)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=game.tokens[0]))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    # Padding is only a placeholder under attention_mask 0 (the model has no padding_idx, so the prompt token,
-    # which doubles as pad, keeps a trainable embedding); there is no EOS: responses have a fixed length.
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=game.tokens[0], unk_token=game.tokens[0])
-    hf.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=16, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(pad_token_id=0, bos_token_id=None, eos_token_id=None)
-    model.save_pretrained(folder)

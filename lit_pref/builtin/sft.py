@@ -9,18 +9,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lit_pref.algorithms.sft import SFT
+from lit_pref.callbacks.export import export_module
+from lit_pref.data.datamodule import PreferenceDataModule
+from lit_pref.errors import ConfigError
+from lit_pref.tasks import TASKS
+
 SFT_STEPS = 300
 
 
-def build_tiny_sft(folder: Path, task: str, base: str = "tiny") -> Path:
+def build_tiny_sft(folder: Path, name: str) -> Path:
+    """Train builtin:<base> on task:<task>'s demonstrations (`name` = '<base>-sft-<task>') and export it to `folder`."""
     import lightning.pytorch as pl
     import torch
 
-    from lit_pref.algorithms.sft import SFT
-    from lit_pref.callbacks.export import export_module
-    from lit_pref.data.datamodule import PreferenceDataModule
-
-    print(f"lit_pref: building builtin:{base}-sft-{task} (first use only; cached in {folder.parent})")
+    base, task = name.split("-sft-")
+    if task not in TASKS:
+        raise ConfigError(f"unknown built-in model 'builtin:{name}': the tasks are {sorted(TASKS)}")
+    print(f"lit_pref: building builtin:{name} (first use only; cached in {folder.parent})")
     with torch.random.fork_rng():
         pl.seed_everything(0, verbose=False)
         data = PreferenceDataModule(

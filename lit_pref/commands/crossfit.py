@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lit_pref.atomic import atomic_write
 from lit_pref.errors import ConfigError
@@ -70,7 +69,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def build(config: str, overrides: list[str]):
     """Instantiate (model, datamodule, trainer) from an outcome-model config, as `fit` would."""
     from lit_pref.algorithms.causal import OutcomeModel
-    from lit_pref.cli import cli_instances
+    from lit_pref.commands.lightning import cli_instances
 
     model, datamodule, trainer = cli_instances(["--config", config, *overrides])
     if not isinstance(model, OutcomeModel):
@@ -163,36 +162,30 @@ def cross_fit(ns, overrides, rows, texts, out: Path):
 
 def add_samples(ns, rows, texts, models, datamodule) -> None:
     """One f0 sample per row with its f0 log-prob and mean outcome-model prediction."""
-    from lit_pref.algorithms.sft import SFT
-    from lit_pref.data.collate import sequences_batch
     from lit_pref.data.render import Renderer
-    from lit_pref.models.logprobs import sequence_logps
+    from lit_pref.models.batching import score_sequences
+    from lit_pref.models.loading import load_causal_lm, load_tokenizer
+    from lit_pref.sampling import SamplingConfig, generate
 
-    base = SFT(tokenizer=datamodule.tokenizer_spec, policy=ns.base, max_length=datamodule.max_length,
-               max_prompt_length=datamodule.max_prompt_length)  # fmt: skip
-    base.configure_model()
-    base.eval()
+    tokenizer = load_tokenizer(datamodule.tokenizer_spec)
+    base = load_causal_lm(ns.base).eval()
     renderer = Renderer(
-        base.tokenizer, datamodule.max_length, datamodule.max_prompt_length, datamodule.text_as_chat
+        tokenizer, datamodule.max_length, datamodule.max_prompt_length, datamodule.text_as_chat
     )
+    default_new = max(datamodule.max_length - datamodule.max_prompt_length, 1)
+    sampling = SamplingConfig(max_new_tokens=ns.max_new_tokens or default_new, temperature=ns.temperature)
     for offset, name in enumerate(rows):
         prompts = texts[name][0]
         prompt_ids = [renderer.prompt_ids(p) for p in prompts]
-        completions = base.complete(
-            prompt_ids, batch_size=64, seed=ns.seed + 1_000_003 * offset,
-            max_new_tokens=ns.max_new_tokens, temperature=ns.temperature,
-        )  # fmt: skip
-        samples = base.decode_completions(completions)
-        encoded = [renderer.encode(p, s) for p, s in zip(prompts, samples)]
-        logps = []
-        for start in range(0, len(encoded), 64):
-            chunk = encoded[start : start + 64]
-            batch = sequences_batch([e[0] for e in chunk], [e[1] for e in chunk], base.tokenizer.pad_token_id)
-            with torch.no_grad():
-                logps.append(sequence_logps(base.policy, batch).sum)
-        logps = torch.cat(logps).tolist()
+        samples = generate(
+            base, tokenizer, prompt_ids, sampling, batch_size=64, seed=ns.seed + 1_000_003 * offset
+        ).texts
+        encoded = [renderer.encode(p, s) for p, s in zip(prompts, samples)]  # re-encoded as training rows are
+        logps = score_sequences(
+            base, [e[0] for e in encoded], [e[1] for e in encoded], tokenizer.pad_token_id, 64
+        )
         sample_pred = sum(m.predict_outcomes(prompts, samples).numpy() for m in models) / len(models)
-        for r, s, lp, p in zip(rows[name], samples, logps, sample_pred):
+        for r, s, lp, p in zip(rows[name], samples, logps.tolist(), sample_pred):
             r.update(sample=s, sample_logp=float(lp), sample_prediction=float(p))
 
 

@@ -1,0 +1,188 @@
+"""The one loop of every online method: rollout -> score -> loss, one Trainer step = one optimizer step.
+
+A method supplies three things:
+- `rollout(batch)`: responses for the batch's prompts (sampled from the policy or a companion's
+  `sampling_model()`, or enumerated) plus whatever frozen quantities its loss needs, computed without gradients;
+- `score(rollout)`: the rollout with its scores added (an oracle, a reward, a reward model);
+- `rollout_loss(rollout)`: (loss, metrics) of the current policy on that rollout.
+
+A rollout serves `updates_per_rollout` consecutive optimizer steps (the data module hands each prompt batch out
+that many times, as TRL's GRPO serves `steps_per_generation` slices of one generation), so Lightning's gradient
+clipping, accumulation, `log_every_n_steps`, `max_steps` and every callback's `every_n_steps` count optimizer
+steps, exactly as for DPO. The rollout in use is saved in checkpoints: a run resumed between two updates of one
+rollout continues on the same samples. `validation_step` is a rollout and its loss without an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lit_pref.algorithms.base import PolicyModule
+from lit_pref.errors import ConfigError
+
+ROLLOUT_KEY = "lit_pref_rollout"
+
+
+@dataclass
+class TokenCount:
+    """Tokens one piece of work processed: prompt tokens fed to generation, tokens generated, and tokens run
+    through forward passes (scoring and updates)."""
+
+    prompt: float = 0.0
+    generated: float = 0.0
+    forward: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.prompt + self.generated + self.forward
+
+    def add(self, prompt: float = 0.0, generated: float = 0.0, forward: float = 0.0) -> None:
+        self.prompt += prompt
+        self.generated += generated
+        self.forward += forward
+
+
+def _to_cpu(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+class OnlineModule(PolicyModule):
+    """Base of online methods (MPO, and the methods built on the same loop).
+
+    Args:
+        updates_per_rollout: Optimizer steps (Trainer steps) served by one rollout; `trainer.max_steps` counts
+            these steps.
+        **kwargs: Policy, optimizer, sampling and length options of the common base (see PolicyModule).
+
+    Attributes:
+        tokens: Tokens processed since the start of this fit (a TokenCount; logged under `perf/`).
+    """
+
+    #: prefix of the method's own metrics (`<prefix>/loss_first_update`, ...)
+    metric_prefix = "online"
+    #: name of the logged rollout count (`<prefix>/<this>`)
+    rollout_count_metric = "rollouts"
+
+    def __init__(self, updates_per_rollout: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        if updates_per_rollout < 1:
+            raise ConfigError(f"model.init_args.updates_per_rollout must be >= 1, got {updates_per_rollout}")
+        self.register_buffer("rollouts", torch.zeros((), dtype=torch.long))
+        self.tokens = TokenCount()
+        self._rollout: dict[str, Any] | None = None
+        self._updates_done = 0  # optimizer steps taken on the rollout in use
+        self._step_tokens = 0.0
+
+    # -- what a method supplies -----------------------------------------------------------------------------
+    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Responses for the batch's prompts and the frozen quantities the loss needs (no gradients). Must set
+        `num_prompts`, `tokens` ({prompt, generated, forward}: the generation and scoring work) and
+        `update_tokens` (tokens of one update's forward pass)."""
+        raise NotImplementedError
+
+    def score(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        """The rollout with its scores added."""
+        return rollout
+
+    def rollout_loss(self, rollout: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss, metrics) of the current policy on the rollout; metrics are logged as <stage>/<name>."""
+        raise NotImplementedError
+
+    def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
+        """Metrics of a fresh rollout (full names, e.g. mpo/kl_to_magnet), logged once per rollout."""
+        return {}
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def training_batch_repeats(self) -> int:
+        return int(self.hparams.updates_per_rollout)
+
+    @torch.no_grad()
+    def _new_rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+        rollout = self.score(self.rollout(batch))
+        self.tokens.add(**rollout["tokens"])
+        return rollout
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        fresh = self._rollout is None or self._updates_done >= self.hparams.updates_per_rollout
+        if fresh:
+            self._rollout = self._new_rollout(batch)
+            self._updates_done = 0
+            self.rollouts += 1
+        rollout = self._rollout
+        loss, metrics = self.rollout_loss(rollout)
+        self._updates_done += 1
+        update_tokens = float(rollout["update_tokens"])
+        self.tokens.add(forward=update_tokens)
+        self._step_tokens = update_tokens + (sum(rollout["tokens"].values()) if fresh else 0.0)
+        logged = {"train/loss": loss.detach(), **{f"train/{k}": v for k, v in metrics.items()}}
+        prefix = self.metric_prefix
+        if fresh:
+            logged[f"{prefix}/loss_first_update"] = loss.detach()
+            logged.update(self.rollout_metrics(rollout))
+            logged.update({"perf/prompt_tokens": rollout["tokens"]["prompt"],
+                           "perf/generated_tokens": rollout["tokens"]["generated"]})  # fmt: skip
+        if self._updates_done == self.hparams.updates_per_rollout:
+            logged[f"{prefix}/loss_last_update"] = loss.detach()
+        logged[f"{prefix}/{self.rollout_count_metric}"] = self.rollouts.float()
+        n = int(rollout["num_prompts"])
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logged.items()},
+                      on_step=True, batch_size=n)  # fmt: skip
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
+        with torch.no_grad():
+            rollout = self.score(self.rollout(batch))
+            loss, metrics = self.rollout_loss(rollout)
+            metrics = {
+                **metrics,
+                **{k.split("/", 1)[-1]: v for k, v in self.rollout_metrics(rollout).items()},
+            }
+        logged = {
+            f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32)
+            for k, v in {"loss": loss, **metrics}.items()
+        }
+        self.log_dict(
+            logged, on_step=False, on_epoch=True, batch_size=int(rollout["num_prompts"]), sync_dist=True
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
+
+    def step_tokens(self, batch: dict[str, Any]) -> float:
+        return self._step_tokens
+
+    # -- the rollout in use survives checkpoints ---------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._rollout is not None:
+            checkpoint[ROLLOUT_KEY] = {"rollout": _to_cpu(self._rollout), "updates_done": self._updates_done}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(ROLLOUT_KEY)
+        if saved is not None:
+            self._rollout = saved["rollout"]
+            self._updates_done = saved["updates_done"]
+
+    def on_train_start(self) -> None:
+        if self._rollout is not None:
+            self._rollout = _to_device(self._rollout, self.device)

@@ -1,0 +1,85 @@
+"""Periodic refresh of a refreshable companion: MPO's magnet, IRFT's stage reference, a synced DPO reference."""
+
+from __future__ import annotations
+
+from lit_pref.callbacks.periodic import PeriodicCallback
+from lit_pref.errors import ConfigError
+
+
+class CompanionRefresh(PeriodicCallback):
+    """Every `every_n_steps` optimizer steps, or every `every_n_epochs` epochs, set a lit_pref.RefreshableCopy
+    companion to the policy (hard refresh) or move it toward the policy by parameter EMA (`ema_decay`).
+
+    The companion's weights and refresh count are saved in checkpoints with the module, and the clock is the
+    Trainer's, so a resumed run refreshes at the same steps as an uninterrupted one.
+
+    Args:
+        target: Name of the companion: reference (DPO with a RefreshableCopy reference), magnet (MPO), ...
+        every_n_steps: Optimizer steps between two refreshes.
+        every_n_epochs: Epochs between two refreshes (instead of steps).
+        ema_decay: If set, w <- ema_decay * w + (1 - ema_decay) * w_policy instead of a hard copy.
+        metric: Logged count of refreshes (default: refresh/<target>).
+    """
+
+    def __init__(
+        self,
+        target: str = "reference",
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        ema_decay: float | None = None,
+        metric: str | None = None,
+    ):
+        super().__init__(every_n_steps)
+        if (every_n_steps is None) == (every_n_epochs is None):
+            raise ConfigError(f"{type(self).__name__}: set exactly one of every_n_steps and every_n_epochs")
+        if every_n_epochs is not None and every_n_epochs < 1:
+            raise ConfigError(f"{type(self).__name__}: every_n_epochs must be >= 1, got {every_n_epochs}")
+        if ema_decay is not None and not 0 <= ema_decay < 1:
+            raise ConfigError(f"{type(self).__name__}: ema_decay must be in [0, 1), got {ema_decay}")
+        self.target = target
+        self.every_n_epochs = every_n_epochs
+        self.ema_decay = ema_decay
+        self.metric = metric or f"refresh/{target}"
+
+    def on_fit_start(self, trainer, module) -> None:
+        module.refreshable(
+            self.target
+        )  # fails before the first step, naming the option, if it cannot refresh
+
+    def on_period(self, trainer, module) -> None:
+        count = module.refresh_companion(self.target, self.ema_decay)
+        module.log(self.metric, float(count), on_step=True)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            count = module.refresh_companion(self.target, self.ema_decay)
+            module.log(self.metric, float(count), on_epoch=True)
+
+
+class MagnetUpdate(CompanionRefresh):
+    """MPO's magnet refresh: every `every_n_iterations` MPO iterations (rollouts; for a module without rollouts,
+    e.g. DPO with a RefreshableCopy reference, optimizer steps), a CompanionRefresh of `target`.
+
+    Args:
+        every_n_iterations: Iterations between two refreshes.
+        ema_decay: If set, w_magnet <- ema_decay * w_magnet + (1 - ema_decay) * w_policy instead of a hard copy.
+        target: Name of the companion to refresh: magnet (MPO) or reference (DPO with a RefreshableCopy reference).
+        metric: Logged count of refreshes.
+    """
+
+    def __init__(
+        self,
+        every_n_iterations: int = 10,
+        ema_decay: float | None = None,
+        target: str = "magnet",
+        metric: str = "mpo/magnet_updates",
+    ):
+        if every_n_iterations < 1:
+            raise ConfigError(f"MagnetUpdate: every_n_iterations must be >= 1, got {every_n_iterations}")
+        super().__init__(target, every_n_steps=every_n_iterations, ema_decay=ema_decay, metric=metric)
+        self.every_n_iterations = every_n_iterations
+
+    def on_fit_start(self, trainer, module) -> None:
+        super().on_fit_start(trainer, module)
+        # an iteration is one rollout, which serves this many optimizer steps
+        self.every_n_steps = self.every_n_iterations * module.training_batch_repeats()
