@@ -1,6 +1,7 @@
 """Reward and outcome models score text the way their training rows were rendered, and `predict` scores."""
 
 import json
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -21,7 +22,7 @@ def test_predict_scores_rows_as_score_texts_does(text_as_chat):
     batches = trainer(1).predict(module, data)
     rows = [row for batch in batches for row in batch]
     assert [r["index"] for r in rows] == list(range(8))
-    texts = [json.loads(line) for line in open(source)][:8]
+    texts = [json.loads(line) for line in Path(source).read_text().splitlines()][:8]
     direct = module.score_texts([t["prompt"] for t in texts], [t["response"] for t in texts])
     assert module.hparams.text_as_chat is text_as_chat  # the data module's setting reached the scorer
     torch.testing.assert_close(torch.tensor([r["score"] for r in rows]), direct, atol=1e-5, rtol=0)
