@@ -11,7 +11,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import lit_pref
-from lit_pref.atomic import atomic_write
 from lit_pref.callbacks.export import export_module
 from tests.helpers import Recorder, data_module, trainer
 
@@ -95,17 +94,3 @@ def test_reward_model_export_loads_as_sequence_classifier(tmp_path):
         assert torch.allclose(
             hf(input_ids=ids).logits.squeeze(-1), module.scores(ids, torch.ones_like(ids)), atol=1e-5
         )
-
-
-def test_failed_export_leaves_the_previous_one_intact(tmp_path):
-    target = tmp_path / "export"
-    atomic_write(target, lambda d: (d / "weights.bin").write_text("v1"), directory=True)
-
-    def broken(d: Path):
-        (d / "weights.bin").write_text("half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, broken, directory=True)
-    assert (target / "weights.bin").read_text() == "v1"
-    assert [p.name for p in tmp_path.iterdir()] == ["export"]
