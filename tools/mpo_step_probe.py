@@ -63,7 +63,7 @@ def probe(base, seqs, n, k, win_rates, kind: str, lr: float, updates: int, eta: 
         logps = sequence_logps(policy, seqs).sum.view(n, k)
         moved = max(moved, float((logps.detach() - start).abs().max()))
         loss = mpo_pairwise_loss(logps, snapshot, magnet, win_rates, eta, alpha).mean()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
