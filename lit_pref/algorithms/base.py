@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError
+from lit_pref.models.checkpointing import fingerprint, frozen_state, restore_frozen, strip_frozen
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.models.loading import (
     DType,
@@ -99,6 +100,7 @@ class PolicyModule(pl.LightningModule):
         self.policy: nn.Module | None = None
         self.tokenizer = None
         self._step_started: float | None = None
+        self._base_fingerprint: str | None = None
 
     # -- models -------------------------------------------------------------------------------------------
     def companions(self) -> dict[str, CompanionModel]:
@@ -310,6 +312,42 @@ class PolicyModule(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def _adapter_only(self) -> bool:
+        """LoRA without FSDP2 sharding: checkpoints hold the adapter, not the frozen base (sharded checkpoints
+        are loaded strictly, shard by shard, so they keep every weight)."""
+        return self.policy is not None and is_peft(self.policy) and self.device_mesh is None
+
+    def base_fingerprint(self) -> str:
+        """SHA-256 of the policy's frozen base weights (computed once: they never change)."""
+        if self._base_fingerprint is None:
+            self._base_fingerprint = fingerprint(frozen_state(self.policy))
+        return self._base_fingerprint
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self._adapter_only():
+            return
+        strip_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
+        checkpoint["lit_pref_base"] = {"policy": self.policy_spec, "fingerprint": self.base_fingerprint()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        base = checkpoint.get("lit_pref_base")
+        if base is None or self.policy is None:
+            return
+        if not self._adapter_only():
+            raise ConfigError(
+                f"this checkpoint holds a LoRA adapter trained on {base['policy']!r} but not its base weights; "
+                "resume it with the same model.init_args.lora settings (and without FSDP2 sharding)"
+            )
+        if base["fingerprint"] != self.base_fingerprint():
+            raise ConfigError(
+                f"this checkpoint's LoRA adapter was trained on a base model (model.init_args.policy = "
+                f"{base['policy']!r}, fingerprint {base['fingerprint'][:12]}) that differs from the one loaded now "
+                f"from {self.policy_spec!r} (fingerprint {self.base_fingerprint()[:12]}): point "
+                "model.init_args.policy at the checkpoint's base model"
+            )
+        restore_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
 
     # -- export -------------------------------------------------------------------------------------------
     def model_for_export(self, merge_lora: bool = True) -> nn.Module:

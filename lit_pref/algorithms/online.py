@@ -174,10 +174,12 @@ class OnlineModule(PolicyModule):
 
     # -- the rollout in use survives checkpoints ---------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self._rollout is not None:
             checkpoint[ROLLOUT_KEY] = {"rollout": _to_cpu(self._rollout), "updates_done": self._updates_done}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get(ROLLOUT_KEY)
         if saved is not None:
             self._rollout = saved["rollout"]

@@ -31,6 +31,10 @@ class LoraSettings:
     target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
 
 
+# LoRA settings are a hyper-parameter: checkpoints hold one, and Lightning resumes with torch.load(weights_only=True)
+torch.serialization.add_safe_globals([LoraSettings])
+
+
 def torch_dtype(name: DType) -> torch.dtype | str:
     return name if name == "auto" else getattr(torch, name)
 

