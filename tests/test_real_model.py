@@ -114,7 +114,7 @@ def test_real_configs_cover_the_methods():
 def test_real_config_targets_smollm2_with_a_pretrained_model_lr_and_bounded_checkpoints(config, monkeypatch):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lit_pref.cli import cli_instances
+    from lit_pref.commands.lightning import cli_instances
 
     monkeypatch.chdir(REPO)
     model, data, trainer_ = cli_instances(["--config", str(config)])  # builds objects; loads no weights
@@ -128,7 +128,7 @@ def test_real_config_targets_smollm2_with_a_pretrained_model_lr_and_bounded_chec
 def test_tiny_configs_keep_one_checkpoint_and_link_the_last(name, monkeypatch):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lit_pref.cli import cli_instances
+    from lit_pref.commands.lightning import cli_instances
 
     monkeypatch.chdir(REPO)
     _, _, trainer_ = cli_instances(["--config", str(REPO / "configs" / f"{name}.yaml")])
