@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -170,11 +171,19 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` into its
-    cached folder, building it on first use; other specs pass through."""
+    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:<size>-sft-<task>` or `builtin:game-<game>` (a built-in
+    game name, or the path of a YAML file defining a game) into its cached folder, building it on first use;
+    other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
+    game = None
+    if name.startswith("game-"):
+        from lit_pref.tasks.games import GAMES, get_game
+
+        game = get_game(name[5:])
+        if name[5:] not in GAMES:  # a YAML-defined game: cached by its definition, so an edited file rebuilds
+            name = f"game-{re.sub(r'[^A-Za-z0-9_.-]', '_', game.name)}-{game.model_key()}"
     folder = cache_root() / "models" / f"{name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
@@ -189,10 +198,9 @@ def resolve_model_path(spec: str) -> str:
         _atomic_build(
             folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name))
         )
-    elif name.startswith("game-"):
-        from lit_pref.tasks.games import build_game_model, get_game
+    elif game is not None:
+        from lit_pref.tasks.games import build_game_model
 
-        game = get_game(name[5:])
         _atomic_build(folder, lambda tmp: build_game_model(tmp, game))
     elif name == "outcomes-base":
         from lit_pref.tasks.outcomes import build_outcomes_base
