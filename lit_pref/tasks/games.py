@@ -292,9 +292,6 @@ def is_game_file(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml", ".json")) or Path(spec).is_file()
 
 
-GameSpec = str | dict
-
-
 def cyclic3() -> np.ndarray:
     """ALGORITHMS.md's example: 3 responses, P = 1/2 + A/6, a12 = 1, a13 = -2, a23 = 3; NE = (1/2, 1/3, 1/6)."""
     A = np.array([[0, 1, -2], [-1, 0, 3], [2, -3, 0]], dtype=np.float64)
