@@ -128,8 +128,13 @@ def wspo_loss(
     `strong_delta` = log pi_theta - log pi_ref^s and `weak_delta` = log pi_r^w - log pi_ref^w, per token, (B, T),
     with `mask` marking response tokens. Returns one loss per example:
     token:    (1 / n) sum_t m_t (gamma strong_t - weak_t)^2           (the official implementation)
-    sequence: (gamma sum_t strong_t - sum_t weak_t)^2                 (reaches pi* ∝ pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma))
+    sequence: (gamma sum_t strong_t - sum_t weak_t)^2
               with average=True the sums become length means.
+    The sequence level regresses the UNNORMALIZED log pi_theta(y) onto log pi_ref^s(y) + (1/gamma) sum_t weak_t,
+    i.e. onto log(Z(x) pi*(y)) with pi* ∝ pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma) and
+    Z(x) = sum_y pi_ref^s(y) (pi_r^w(y) / pi_ref^w(y))^(1/gamma). A normalized policy reaches pi* only when
+    Z(x) = 1; otherwise it settles at the log-space least-squares projection of Z pi* onto the simplex (see
+    WSPO's docstring). `wspo_pairwise_loss` cancels Z(x) and reaches pi* exactly.
     """
     count = mask.sum(-1).clamp(min=1)
     if level == "token":
@@ -142,6 +147,27 @@ def wspo_loss(
             strong, weak = strong / count, weak / count
         return (gamma * strong - weak) ** 2
     raise ValueError(f"unknown WSPO level {level!r}")
+
+
+def wspo_pairwise_loss(strong: Tensor, weak: Tensor, gamma: float) -> Tensor:
+    """WSPO between responses of the same prompt, one loss per prompt.
+
+    `strong` and `weak` are (B, K) summed log-ratios D^s = l_theta - l_ref^s and D^w = l_r^w - l_ref^w of K >= 2
+    responses per prompt. For every pair i < j:
+        d_ij = gamma (D^s_i - D^s_j) - (D^w_i - D^w_j)
+    and the loss is the mean of d_ij^2 over pairs. The per-prompt constant log Z(x) cancels in the differences,
+    so with the pairs of a prompt connecting its responses the minimizer over normalized policies is exactly
+    pi* ∝ pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma).
+    """
+    if strong.ndim != 2 or strong.shape[1] < 2 or strong.shape != weak.shape:
+        raise ValueError(
+            f"wspo_pairwise_loss needs (B, K >= 2) tensors, got {tuple(strong.shape)}, {tuple(weak.shape)}"
+        )
+    residual = gamma * strong - weak
+    diffs = residual[:, :, None] - residual[:, None, :]
+    k = strong.shape[1]
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=strong.device), diagonal=1)
+    return (diffs[:, upper] ** 2).mean(-1)
 
 
 CausalEstimator = Literal["ipw", "dr", "outcome_only"]

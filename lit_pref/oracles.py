@@ -4,6 +4,7 @@ An oracle is called with the prompts (B) and, per prompt, K response texts; it r
 P[b, i, j] = P(y_i > y_j | x_b) and P + P^T = 1 (the diagonal is 1/2). In YAML, by class path:
 
     oracle: {class_path: lit_pref.MatrixOracle, init_args: {game: cyclic3}}
+    oracle: {class_path: lit_pref.MatrixOracle, init_args: {game: configs/games/cyclic4.yaml}}
     oracle: {class_path: lit_pref.BradleyTerryOracle, init_args: {reward: {class_path: lit_pref.TaskReward}, tau: 0.1}}
     oracle: {class_path: lit_pref.CyclicStyleOracle, init_args: {reward: {class_path: lit_pref.TaskReward}}}
     oracle: {class_path: lit_pref.CallableOracle, init_args: {function: my_pkg.prefs:prob}}
@@ -31,21 +32,25 @@ class PreferenceOracle:
 
 
 class MatrixOracle(PreferenceOracle):
-    """A preference matrix over enumerable responses (a built-in game, or your own matrix + response list).
+    """A preference matrix over enumerable responses: a game (built-in or your own), or a matrix + responses.
 
     Args:
-        game: Built-in game name (lit_pref.tasks.games.GAMES), e.g. cyclic3.
-        matrix: Your own P (P[i][j] = P(response_i > response_j), P + P^T = 1), with `responses`.
+        game: A game: a built-in name (cyclic3, cyclic9), the path of a YAML file defining one (responses, matrix
+            or skew-symmetric strengths, optional start; see docs/games.md), or that definition inline.
+        matrix: Your own P (P[i][j] = P(response_i > response_j), P + P^T = 1), with `responses` (no game model
+            or metrics; prefer `game`).
         responses: Response texts indexing `matrix`.
     """
 
     def __init__(
         self,
-        game: str | None = None,
+        game: str | dict[str, Any] | None = None,
         matrix: list[list[float]] | None = None,
         responses: list[str] | None = None,
     ):
         if game is not None:
+            if matrix is not None or responses is not None:
+                raise ConfigError("MatrixOracle: give either `game` or `matrix` + `responses`, not both")
             g = get_game(game)
             matrix, responses = g.matrix, g.responses()
         if matrix is None or responses is None:
@@ -55,7 +60,7 @@ class MatrixOracle(PreferenceOracle):
             raise ConfigError(
                 f"MatrixOracle: {len(responses)} responses for a {len(self.matrix)}x{len(self.matrix)} matrix"
             )
-        self.index = {r: i for i, r in enumerate(responses)}
+        self.index = {" ".join(r.split()): i for i, r in enumerate(responses)}
 
     def indices(self, texts: list[str]) -> list[int]:
         try:

@@ -77,7 +77,9 @@ def distribution(path: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
-def test_sequence_level_wspo_reaches_the_ideal_target(tmp_path, gamma):
+def test_sequence_level_wspo_reaches_the_ideal_target_when_z_is_near_1(tmp_path, gamma):
+    """The sequence level's optimum is pi* only when Z(x) = sum_y pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma) is 1;
+    these seeded models happen to have Z near 1. tests/test_wspo_pairwise.py covers Z far from 1."""
     strong_ref = save_game_model(tmp_path / "strong", 1)
     weak_ref, weak_aligned = (
         save_game_model(tmp_path / "weak_ref", 2),
@@ -86,7 +88,9 @@ def test_sequence_level_wspo_reaches_the_ideal_target(tmp_path, gamma):
     p_s, p_w, p_r = distribution(strong_ref), distribution(weak_ref), distribution(weak_aligned)
     assert np.abs(p_w - p_r).max() > 0.1  # a real weak shift
     ideal = p_s * (p_r / p_w) ** (1 / gamma)
-    ideal /= ideal.sum()
+    z = ideal.sum()
+    assert abs(z - 1) < 0.25, z  # the premise of this test (Z is 0.88 at gamma 1); hence the loose KL bound
+    ideal /= z
     rows = tmp_path / "bandit.jsonl"
     rows.write_text("".join(json.dumps({"prompt": "a", "response": r}) + "\n" for r in "abc" * 4))
     data = lit_pref.PreferenceDataModule(

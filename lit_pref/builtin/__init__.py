@@ -5,23 +5,35 @@ the model loader (lit_pref.models.tiny.register_builtin), so the loader never im
 """
 
 from lit_pref.builtin.sft import build_tiny_sft
-from lit_pref.builtin.word_models import build_game_model, build_outcomes_base, build_word_level_model
-from lit_pref.models.tiny import SIZES, atomic_build, register_builtin
+from lit_pref.builtin.word_models import (
+    build_game_model,
+    build_outcomes_base,
+    build_word_level_model,
+    game_cache_name,
+)
+from lit_pref.models.tiny import SIZES, Recipe, atomic_build, register_builtin
 
 register_builtin(
-    lambda name: name.startswith("game-"),
-    lambda folder, name: atomic_build(folder, lambda tmp: build_game_model(tmp, name)),
-    "'builtin:game-<game>'",
+    Recipe(
+        matches=lambda name: name.startswith("game-"),
+        build=lambda folder, name: atomic_build(folder, lambda tmp: build_game_model(tmp, name)),
+        usage="'builtin:game-<game or YAML game file>'",
+        cache_name=game_cache_name,
+    )
 )
 register_builtin(
-    lambda name: name == "outcomes-base",
-    lambda folder, name: atomic_build(folder, build_outcomes_base),
-    "'builtin:outcomes-base'",
+    Recipe(
+        matches=lambda name: name == "outcomes-base",
+        build=lambda folder, name: atomic_build(folder, build_outcomes_base),
+        usage="'builtin:outcomes-base'",
+    )
 )
 register_builtin(
-    lambda name: "-sft-" in name and name.split("-sft-")[0] in SIZES,
-    build_tiny_sft,
-    "'builtin:<size>-sft-<task>'",
+    Recipe(
+        matches=lambda name: "-sft-" in name and name.split("-sft-")[0] in SIZES,
+        build=build_tiny_sft,
+        usage="'builtin:<size>-sft-<task>'",
+    )
 )
 
 __all__ = ["build_game_model", "build_outcomes_base", "build_tiny_sft", "build_word_level_model"]

@@ -3,6 +3,7 @@ over it, so a policy's whole distribution can be enumerated (games, the direct-o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,11 +50,49 @@ def build_word_level_model(
     model.save_pretrained(folder)
 
 
+def game_cache_name(name: str) -> str:
+    """A built-in game's cache folder is its name; a YAML-defined game's also holds a key of its definition, so an
+    edited file builds a new model."""
+    from lit_pref.tasks.games import GAMES, get_game
+
+    game_spec = name[len("game-") :]
+    if game_spec in GAMES:
+        return name
+    game = get_game(game_spec)
+    return f"game-{re.sub(r'[^A-Za-z0-9_.-]', '_', game.name)}-{game.model_key()}"
+
+
 def build_game_model(folder: Path, name: str) -> None:
-    """`builtin:game-<game>`: the game's response tokens (the prompt token first)."""
+    """`builtin:game-<game>`: the game's response tokens (the prompt token first); with the game's `start`
+    distribution set (one-word games), the model's distribution over the responses is exactly `start`."""
     from lit_pref.tasks.games import get_game
 
-    build_word_level_model(folder, list(get_game(name[len("game-") :]).tokens), max_positions=16)
+    game = get_game(name[len("game-") :])
+    fit = (lambda model: set_start_distribution(model, game)) if game.start is not None else None
+    build_word_level_model(folder, list(game.tokens), max_positions=16, fit=fit)
+
+
+def set_start_distribution(model, game) -> None:
+    """Give the output layer W the rank-one correction that maps the prompt's final hidden state h to the logits
+    log start (W h = log start exactly; a game scores no other input)."""
+    import torch
+
+    vocab = {t: i for i, t in enumerate(game.tokens)}
+    captured = []
+    hook = model.lm_head.register_forward_hook(
+        lambda mod, args, out: captured.append(args[0][0, -1].detach())
+    )
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[vocab[game.prompt]]]))
+    finally:
+        hook.remove()
+    h = captured[0].double()
+    target = torch.tensor(np.log([game.start[game.responses().index(t)] for t in game.tokens]))
+    weight = model.lm_head.weight.detach().double()
+    weight = weight + torch.outer(target - weight @ h, h) / (h @ h)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(weight.to(model.lm_head.weight.dtype))
 
 
 def fit_to_distribution(target: np.ndarray, steps: int = 400) -> Callable[[object], None]:

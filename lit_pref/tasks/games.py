@@ -11,8 +11,12 @@ duality gap DG(pi) = 2 max_y P(y > pi) - 1 (>= 0, zero exactly at the Nash equil
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,32 +40,35 @@ def check_preference_matrix(P: np.ndarray, name: str = "preference matrix") -> n
     return P
 
 
-def nash_equilibrium(P: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    """The symmetric Nash equilibrium of the symmetric constant-sum game P, by support enumeration.
+def nash_equilibrium(P: np.ndarray) -> np.ndarray:
+    """A symmetric Nash equilibrium of the symmetric constant-sum game P, by linear programming.
 
     A = P - 1/2 is antisymmetric, so the game's value is 0 and pi is an equilibrium iff A pi <= 0 (no response
-    beats pi on average). Supports are tried smallest first; for games with a unique equilibrium (generic
-    games) the first valid one is it. Exact up to floating point; fine for the small games here (n <= 16).
+    beats pi on average). The LP maximizes v subject to A pi + v <= 0, sum pi = 1, pi >= 0 (scipy's HiGHS
+    solver); its optimum has v = 0 and pi an equilibrium. For games with several equilibria it returns one of
+    them (a vertex of the equilibrium set).
     """
+    from scipy.optimize import linprog
+
     A = check_preference_matrix(P) - 0.5
     n = len(A)
-    if n > 16:
-        raise ConfigError(f"nash_equilibrium enumerates supports: {n} responses is too many (at most 16)")
-    for size in range(1, n + 1):
-        for support in itertools.combinations(range(n), size):
-            idx = list(support)
-            # A_SS x = 0 on the support, sum x = 1
-            M = np.vstack([A[np.ix_(idx, idx)], np.ones(size)])
-            rhs = np.concatenate([np.zeros(size), [1.0]])
-            x, *_ = np.linalg.lstsq(M, rhs, rcond=None)
-            if np.abs(M @ x - rhs).max() > 1e-7 or (x < -tol).any():
-                continue
-            pi = np.zeros(n)
-            pi[idx] = np.clip(x, 0, None)
-            pi /= pi.sum()
-            if (A @ pi <= 1e-7).all():
-                return pi
-    raise ConfigError("no Nash equilibrium found (the matrix is not a valid preference matrix?)")
+    cost = np.zeros(n + 1)
+    cost[-1] = -1.0  # maximize v
+    result = linprog(
+        cost,
+        A_ub=np.hstack([A, np.ones((n, 1))]),
+        b_ub=np.zeros(n),
+        A_eq=np.hstack([np.ones((1, n)), np.zeros((1, 1))]),
+        b_eq=np.ones(1),
+        bounds=[(0, None)] * n + [(None, None)],
+        method="highs",
+    )
+    if result.status != 0:
+        raise ConfigError(
+            f"the Nash equilibrium LP failed ({result.message}); is the matrix a preference matrix?"
+        )
+    pi = np.clip(result.x[:n], 0, None)
+    return pi / pi.sum()
 
 
 def win_rates(P: np.ndarray, pi: np.ndarray) -> np.ndarray:
@@ -97,8 +104,10 @@ def regularized_equilibrium(
 class PreferenceGame(Task):
     """A symmetric preference game over all `length`-token responses from `tokens`.
 
-    The prompt is `tokens[0]` (one token). `matrix[i][j]` = P(response_i > response_j), responses ordered as
-    `itertools.product(tokens, repeat=length)`.
+    The prompt is `tokens[0]` (one token) unless `prompt` names another token. `matrix[i][j]` =
+    P(response_i > response_j), responses ordered as `itertools.product(tokens, repeat=length)` or, for a game
+    defined in YAML, as its `responses` list (`response_texts`). `start`, if set, is the distribution over the
+    responses that the game's model starts from (its built-in model is fitted to it exactly).
     """
 
     name: str
@@ -106,6 +115,11 @@ class PreferenceGame(Task):
     length: int
     matrix: np.ndarray
     num_rows: int = 256
+    start: np.ndarray | None = None
+    response_texts: tuple[str, ...] | None = None
+    prompt_token: str | None = None
+    #: where a user-defined game came from (a file path or "inline"), for messages and the model cache key
+    source: str | None = None
 
     def __post_init__(self):
         self.matrix = check_preference_matrix(self.matrix, f"game {self.name}")
@@ -116,13 +130,21 @@ class PreferenceGame(Task):
 
     @property
     def prompt(self) -> str:
-        return self.tokens[0]
+        return self.prompt_token or self.tokens[0]
 
     def responses(self) -> list[str]:
+        if self.response_texts is not None:
+            return list(self.response_texts)
         return [" ".join(r) for r in itertools.product(self.tokens, repeat=self.length)]
 
     def nash(self) -> np.ndarray:
         return nash_equilibrium(self.matrix)
+
+    def model_key(self) -> str:
+        """What the game's model depends on (vocabulary, prompt, response order, start), hashed."""
+        start = None if self.start is None else [round(float(v), 12) for v in self.start]
+        payload = json.dumps([list(self.tokens), self.length, self.responses(), self.prompt, start])
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def rows(self, row_format: str, split: str) -> list[dict]:
         if row_format != "prompt":
@@ -133,6 +155,141 @@ class PreferenceGame(Task):
         raise ConfigError(
             f"game {self.name} has no scalar reward: use its preference matrix (lit_pref.MatrixOracle)"
         )
+
+
+GAME_KEYS = ("name", "responses", "matrix", "strengths", "scale", "start", "prompt", "num_rows")
+
+
+def _matrix_option(value: Any, where: str, key: str, n: int) -> np.ndarray:
+    try:
+        M = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: `{key}` must be a {n}x{n} list of lists of numbers ({exc})") from exc
+    if M.shape != (n, n):
+        raise ConfigError(
+            f"{where}: `{key}` must be {n}x{n} (one row and column per response), got shape {M.shape}"
+        )
+    if not np.isfinite(M).all():
+        raise ConfigError(f"{where}: `{key}` has a non-finite entry")
+    return M
+
+
+def game_from_definition(
+    definition: dict[str, Any], source: str = "inline", **options: Any
+) -> PreferenceGame:
+    """Build a game from its YAML/dict definition:
+
+        name: rps4                               # optional (default: the file's stem, or "custom")
+        responses: [rock, paper, scissors, well] # one word each, or several words each: then every sequence
+                                                 # of that many words over the words used must be listed
+        matrix: [[0.5, ...], ...]                # P[i][j] = P(response_i > response_j), P + P^T = 1
+        strengths: [[0, 1, ...], ...]            # or a skew-symmetric A: P = 1/2 + A / (2 scale)
+        scale: 3                                 # with strengths (default max |A|, so P spans [0, 1])
+        start: [0.4, 0.3, 0.2, 0.1]              # optional start distribution of the game's model (all > 0;
+                                                 # one-word responses only)
+        prompt: rock                             # optional prompt word (one of the words; default the first)
+
+    `options` (e.g. num_rows from data.task_options) override the definition's values. Errors name `source`.
+    """
+    where = f"game definition {source}"
+    if not isinstance(definition, dict):
+        raise ConfigError(f"{where}: expected a mapping with `responses` and `matrix` (or `strengths`)")
+    definition = {**definition, **options}
+    unknown = sorted(set(definition) - set(GAME_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; the keys are {list(GAME_KEYS)}")
+    responses = definition.get("responses")
+    if (
+        not isinstance(responses, list)
+        or len(responses) < 2
+        or not all(isinstance(r, str) for r in responses)
+    ):
+        raise ConfigError(f"{where}: `responses` must be a list of at least 2 strings")
+    words = [r.split() for r in responses]
+    if any(not w for w in words):
+        raise ConfigError(f"{where}: `responses` has an empty response")
+    texts = [" ".join(w) for w in words]
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"{where}: `responses` has duplicates")
+    length = len(words[0])
+    if any(len(w) != length for w in words):
+        raise ConfigError(
+            f"{where}: every response must have the same number of words (responses have no end token, so "
+            "the model's probabilities sum to 1 only over responses of one length)"
+        )
+    tokens = tuple(dict.fromkeys(t for w in words for t in w))
+    if length > 1:
+        every = {" ".join(p) for p in itertools.product(tokens, repeat=length)}
+        if every != set(texts):
+            missing = sorted(every - set(texts))[:5]
+            raise ConfigError(
+                f"{where}: responses of {length} words must list every sequence of {length} words over the words "
+                f"used ({len(every)} responses), so the model's probabilities over them sum to 1; missing e.g. "
+                f"{missing}. Use one word per response, or list them all"
+            )
+    n = len(texts)
+    if ("matrix" in definition) == ("strengths" in definition):
+        raise ConfigError(
+            f"{where}: give exactly one of `matrix` (probabilities) and `strengths` (skew-symmetric)"
+        )
+    if "matrix" in definition:
+        if "scale" in definition:
+            raise ConfigError(f"{where}: `scale` applies to `strengths` only")
+        P = _matrix_option(definition["matrix"], where, "matrix", n)
+    else:
+        A = _matrix_option(definition["strengths"], where, "strengths", n)
+        if np.abs(A + A.T).max() > 1e-9:
+            i, j = np.argwhere(np.abs(A + A.T) > 1e-9)[0]
+            raise ConfigError(f"{where}: `strengths` must be skew-symmetric, but A[{i}][{j}] != -A[{j}][{i}]")
+        scale = definition.get("scale", float(np.abs(A).max()) or 1.0)
+        if not isinstance(scale, int | float) or scale < np.abs(A).max() or scale <= 0:
+            raise ConfigError(
+                f"{where}: `scale` must be >= max |A| = {np.abs(A).max():g} so that P is in [0, 1]"
+            )
+        P = 0.5 + A / (2 * scale)
+    P = check_preference_matrix(P, f"{where}: `matrix`")
+    start = definition.get("start")
+    if start is not None:
+        start = np.asarray(start, dtype=np.float64)
+        if start.shape != (n,) or not np.isfinite(start).all() or (start <= 0).any():
+            raise ConfigError(f"{where}: `start` must be {n} positive probabilities, one per response")
+        if abs(start.sum() - 1) > 1e-6:
+            raise ConfigError(f"{where}: `start` must sum to 1, it sums to {start.sum():.6g}")
+        start = start / start.sum()
+    if start is not None and length > 1:
+        raise ConfigError(
+            f"{where}: `start` is supported for one-word responses only (the game's model is fitted to it through "
+            "its output layer); drop `start` or use one word per response"
+        )
+    prompt = definition.get("prompt")
+    if prompt is not None and prompt not in tokens:
+        raise ConfigError(
+            f"{where}: `prompt` {prompt!r} must be one of the game's words {list(tokens)} (the game's model "
+            "knows no other token)"
+        )
+    name = definition.get("name") or (Path(source).stem if source != "inline" else "custom")
+    return PreferenceGame(
+        name=str(name), tokens=tokens, length=length, matrix=P, num_rows=int(definition.get("num_rows", 256)),
+        start=start, response_texts=tuple(texts), prompt_token=prompt, source=source,
+    )  # fmt: skip
+
+
+def read_game_file(path: str | Path, **options: Any) -> PreferenceGame:
+    """A game from a YAML (or JSON) file holding its definition (see game_from_definition)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        definition = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read game definition {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"game definition {path} is not valid YAML: {exc}") from exc
+    return game_from_definition(definition, str(path), **options)
+
+
+def is_game_file(spec: str) -> bool:
+    return spec.endswith((".yaml", ".yml", ".json")) or Path(spec).is_file()
 
 
 def cyclic3() -> np.ndarray:
@@ -157,7 +314,17 @@ GAMES = {
 }
 
 
-def get_game(name: str, **options) -> PreferenceGame:
-    if name not in GAMES:
-        raise ConfigError(f"unknown game {name!r}: the games are {sorted(GAMES)}")
-    return GAMES[name](**options)
+def get_game(name: str | dict | PreferenceGame, **options) -> PreferenceGame:
+    """A game from a built-in name (cyclic3, cyclic9), a YAML file path, or a definition dict."""
+    if isinstance(name, PreferenceGame):
+        return name
+    if isinstance(name, dict):
+        return game_from_definition(name, "inline", **options)
+    if name in GAMES:
+        return GAMES[name](**options)
+    if is_game_file(name):
+        return read_game_file(name, **options)
+    raise ConfigError(
+        f"unknown game {name!r}: give a built-in game {sorted(GAMES)}, the path of a YAML file defining one "
+        "(responses, matrix or strengths, optional start), or such a definition inline"
+    )
