@@ -70,8 +70,14 @@ class MPO(PolicyModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        from lit_pref.errors import ConfigError
+        from lit_pref.errors import ConfigError, check_range
 
+        for name, value, bounds in (("eta", eta, {"gt": 0}), ("alpha", alpha, {"ge": 0}),
+                                    ("updates_per_iteration", updates_per_iteration, {"ge": 1}),
+                                    ("max_new_tokens", max_new_tokens, {"ge": 1}), ("temperature", temperature, {"gt": 0}),
+                                    ("top_k", top_k, {"ge": 0}), ("top_p", top_p, {"gt": 0, "le": 1}),
+                                    ("max_grad_norm", max_grad_norm, {"gt": 0})):  # fmt: skip
+            check_range(f"model.init_args.{name}", value, **bounds)
         if num_samples < 2 and not exact:
             raise ConfigError(
                 f"model.init_args.num_samples must be >= 2 (pairs of samples), got {num_samples}"

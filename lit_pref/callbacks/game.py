@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from lit_pref.data.collate import sequences_batch
+from lit_pref.errors import check_range
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.tasks.games import duality_gap, get_game
 
@@ -34,6 +35,7 @@ class GameMetrics(pl.Callback):
     """
 
     def __init__(self, game: str = "cyclic3", every_n_steps: int = 1):
+        check_range("GameMetrics.every_n_steps", every_n_steps, ge=1)
         self.game = get_game(game)
         self.nash = self.game.nash()
         self.every_n_steps = every_n_steps

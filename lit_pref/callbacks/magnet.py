@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
+from lit_pref.errors import check_range
+
 
 class MagnetUpdate(pl.Callback):
     """Every `every_n_iterations` training batches (MPO: iterations; DPO: steps), set the companion to the
@@ -26,6 +28,8 @@ class MagnetUpdate(pl.Callback):
         target: str = "magnet",
         metric: str = "mpo/magnet_updates",
     ):
+        check_range("MagnetUpdate.every_n_iterations", every_n_iterations, ge=1)
+        check_range("MagnetUpdate.ema_decay", ema_decay, ge=0, lt=1)
         self.every_n_iterations = every_n_iterations
         self.ema_decay = ema_decay
         self.target = target

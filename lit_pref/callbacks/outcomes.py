@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import numpy as np
 
 from lit_pref.callbacks.game import policy_distribution
+from lit_pref.errors import check_range
 from lit_pref.tasks.outcomes import START_TOKEN, OutcomesTask
 
 
@@ -20,6 +21,7 @@ class OutcomeRegret(pl.Callback):
     """
 
     def __init__(self, every_n_steps: int = 10):
+        check_range("OutcomeRegret.every_n_steps", every_n_steps, ge=1)
         self.task = OutcomesTask()
         self.every_n_steps = every_n_steps
         self.history: list[tuple[int, float, np.ndarray]] = []

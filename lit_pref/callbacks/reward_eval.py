@@ -10,6 +10,7 @@ import torch
 
 from lit_pref.callbacks.samples import text_loggers
 from lit_pref.data.collate import sequences_batch
+from lit_pref.errors import check_range
 from lit_pref.models.companions import frozen_copy_of_policy
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.rewards import Reward
@@ -58,6 +59,11 @@ class RewardEvaluation(pl.Callback):
         num_text_samples: int = 4,
         summary: bool = False,
     ):
+        for name, value, bounds in (("num_prompts", num_prompts, {"ge": 1}), ("every_n_steps", every_n_steps, {"ge": 1}),
+                                    ("batch_size", batch_size, {"ge": 1}), ("max_new_tokens", max_new_tokens, {"ge": 1}),
+                                    ("temperature", temperature, {"gt": 0}),
+                                    ("num_text_samples", num_text_samples, {"ge": 0})):  # fmt: skip
+            check_range(f"RewardEvaluation.{name}", value, **bounds)
         self.reward = reward
         self.prompt_source = prompts
         self.num_prompts = num_prompts

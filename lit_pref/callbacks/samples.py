@@ -7,6 +7,8 @@ import json
 import lightning.pytorch as pl
 import torch
 
+from lit_pref.errors import check_range
+
 
 def text_loggers(trainer: pl.Trainer):
     return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_text")]
@@ -33,6 +35,10 @@ class GenerationSamples(pl.Callback):
         temperature: float = 0.7,
         seed: int = 0,
     ):
+        for name, value, bounds in (("every_n_steps", every_n_steps, {"ge": 1}), ("num_prompts", num_prompts, {"ge": 1}),
+                                    ("max_new_tokens", max_new_tokens, {"ge": 1}),
+                                    ("temperature", temperature, {"gt": 0})):  # fmt: skip
+            check_range(f"GenerationSamples.{name}", value, **bounds)
         self.every_n_steps = every_n_steps
         self.num_prompts = num_prompts
         self.max_new_tokens = max_new_tokens
