@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lit_pref.errors import check_range
 from lit_pref.imports import import_callable
 
 
@@ -44,6 +45,9 @@ class TaskReward(Reward):
 
 class CallableReward(Reward):
     """A Python function `fn(prompts, responses) -> list[float]`.
+
+    This imports and runs your code (the module named in `function`) with the training process's rights:
+    only point it at code you trust.
 
     Args:
         function: 'package.module:function'.
@@ -81,8 +85,12 @@ class RewardModelScorer(Reward):
         from lit_pref.data.render import Renderer
         from lit_pref.models.loading import load_sequence_scorer, load_tokenizer
 
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_sequence_scorer(path, pad_token_id=self.tokenizer.pad_token_id).to(device).eval()
+        check_range("RewardModelScorer.batch_size", batch_size, ge=1)
+        self.tokenizer = load_tokenizer(path, "RewardModelScorer.path")
+        self.model = load_sequence_scorer(
+            path, pad_token_id=self.tokenizer.pad_token_id, option="RewardModelScorer.path"
+        )
+        self.model = self.model.to(device).eval()
         self.renderer = Renderer(self.tokenizer, max_length, max_prompt_length, text_as_chat)
         self.batch_size = batch_size
 

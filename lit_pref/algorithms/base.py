@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.companions import CompanionModel
 from lit_pref.models.loading import (
     DType,
@@ -22,6 +22,7 @@ from lit_pref.models.loading import (
     is_peft,
     load_causal_lm,
     load_tokenizer,
+    model_fingerprint,
     prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
@@ -78,6 +79,11 @@ class PolicyModule(pl.LightningModule):
         max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
     ):
         super().__init__()
+        for name, value, bounds in (("lr", lr, {"gt": 0}), ("weight_decay", weight_decay, {"ge": 0}),
+                                    ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
+                                    ("max_prompt_length", max_prompt_length, {"ge": 1}),
+                                    ("max_logits_elements", max_logits_elements, {"ge": 1})):  # fmt: skip
+            check_range(f"model.init_args.{name}", value, **bounds)
         self.save_hyperparameters(ignore=list(self.object_args))
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
@@ -93,8 +99,20 @@ class PolicyModule(pl.LightningModule):
     def policy_spec(self) -> str:
         return self.hparams.policy or self.hparams.tokenizer
 
+    @property
+    def policy_option(self) -> str:
+        """The option that gave `policy_spec` (named in errors)."""
+        return "model.init_args.policy" if self.hparams.policy else "data.tokenizer"
+
     def load_policy(self) -> nn.Module:
-        return load_causal_lm(self.policy_spec, self.hparams.dtype)
+        return load_causal_lm(self.policy_spec, self.hparams.dtype, self.policy_option)
+
+    def starting_policy_fingerprint(self) -> str | None:
+        """A fingerprint of the starting policy from its files (no loading), or None when a subclass builds the
+        policy another way or it is a hub name. A frozen copy of the starting policy is identified by it."""
+        if type(self).load_policy is not PolicyModule.load_policy:
+            return None
+        return model_fingerprint(self.policy_spec, self.policy_option, self.hparams.dtype)
 
     def lora_task_type(self) -> str:
         return "CAUSAL_LM"
@@ -139,9 +157,14 @@ class PolicyModule(pl.LightningModule):
                     self._hparams_initial[key] = value
         fmt = getattr(dm, "row_format", None)
         if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
+            from lit_pref.data.schema import REQUIRED
+
+            needs = " or ".join(
+                f"{f} rows (columns {[dm.columns[c] for c in REQUIRED[f]]})" for f in self.accepted_formats
+            )
             raise ConfigError(
-                f"{type(self).__name__} trains on {' or '.join(self.accepted_formats)} rows but the data has {fmt} "
-                "rows. Point data.train at suitable data, or set data.format / data.columns"
+                f"{type(self).__name__} trains on {needs} but the data has {fmt} rows. Point data.train at "
+                "suitable data, or set data.format / data.columns (map the needed columns to yours)"
             )
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
