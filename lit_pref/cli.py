@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.data.datamodule import PreferenceDataModule
+from lit_pref.errors import ConfigError
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -26,6 +28,53 @@ class LitPrefCLI(LightningCLI):
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
         parser.link_arguments("data.max_length", "model.init_args.max_length")
         parser.link_arguments("data.max_prompt_length", "model.init_args.max_prompt_length")
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="Continue this run (the logger's save_dir/name) from its newest checkpoint, logging into the same "
+            "version folder; starts from step 0 (and says so) when the run has no checkpoint yet. "
+            "`--ckpt_path last` does the same.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None:
+            return
+        resume = config.pop("resume", False)
+        if self.subcommand == "fit" and (resume or config.get("ckpt_path") == "last"):
+            resume_newest(config)
+
+
+def run_folder(config) -> Path:
+    """The folder of a run's versions: the logger's save_dir/name (TensorBoardLogger, CSVLogger)."""
+    logger = config.trainer.logger
+    if isinstance(logger, list) and logger:
+        logger = logger[0]
+    args = getattr(logger, "init_args", None) if logger not in (None, True, False) else None
+    if args is None or args.get("save_dir") is None:
+        raise ConfigError(
+            "--resume (or --ckpt_path last) finds the run by its logger's save_dir and name: set "
+            "trainer.logger (e.g. lightning.pytorch.loggers.TensorBoardLogger with save_dir and name), or give "
+            "--ckpt_path PATH/TO/FILE.ckpt"
+        )
+    return Path(args["save_dir"]) / (args.get("name") or "")
+
+
+def resume_newest(config) -> None:
+    """Point `ckpt_path` at the newest checkpoint under the run folder and log into its version folder."""
+    folder = run_folder(config)
+    checkpoints = sorted(folder.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    if not checkpoints:
+        print(f"lit_pref: --resume found no checkpoint under {folder}/version_*/checkpoints: starting at step 0")
+        config.ckpt_path = None
+        return
+    newest = checkpoints[-1]
+    version = newest.parent.parent.name
+    logger = config.trainer.logger[0] if isinstance(config.trainer.logger, list) else config.trainer.logger
+    logger.init_args["version"] = version
+    config.ckpt_path = str(newest)
+    print(f"lit_pref: resuming from {newest} (logging into {folder / version})")
 
 
 def cli_instances(args: list[str]):
@@ -81,8 +130,6 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 
-    from lit_pref.errors import LitPrefError
-
     # Frozen companion models are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     argv = sys.argv[1:] if args is None else args
@@ -108,6 +155,22 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
             trainer_defaults=TRAINER_DEFAULTS,
             args=args,
         )
-    except LitPrefError as exc:  # a user-fixable problem: say it plainly, no traceback
-        print(f"lit_pref error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = user_error(exc)
+        if cause is None:
+            raise
+        print(f"lit_pref error: {cause}", file=sys.stderr)  # a user-fixable problem: say it plainly, no traceback
         raise SystemExit(2) from None
+
+
+def user_error(exc: BaseException | None):
+    """The LitPrefError behind `exc` (the config parser wraps errors raised while it builds classes), or None."""
+    from lit_pref.errors import LitPrefError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LitPrefError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

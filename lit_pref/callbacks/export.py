@@ -10,9 +10,12 @@ import lightning.pytorch as pl
 
 
 def atomic_save_dir(target: str | Path, write) -> Path:
-    """Run write(tmp_dir), then move tmp_dir to `target` (replacing it); a failure leaves `target` untouched."""
+    """Run write(tmp_dir), then move tmp_dir to `target` (replacing it); a failure leaves `target` untouched.
+    Hidden temp folders a killed earlier export left beside `target` are removed first (one writer per target)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*target.parent.glob(f".{target.name}.tmp-*"), target.with_name(f".{target.name}.old")]:
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
