@@ -66,7 +66,9 @@ def resume_newest(config) -> None:
     folder = run_folder(config)
     checkpoints = sorted(folder.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
     if not checkpoints:
-        print(f"lit_pref: --resume found no checkpoint under {folder}/version_*/checkpoints: starting at step 0")
+        print(
+            f"lit_pref: --resume found no checkpoint under {folder}/version_*/checkpoints: starting at step 0"
+        )
         config.ckpt_path = None
         return
     newest = checkpoints[-1]
@@ -159,7 +161,9 @@ def main(args: list[str] | None = None) -> LitPrefCLI | None:
         cause = user_error(exc)
         if cause is None:
             raise
-        print(f"lit_pref error: {cause}", file=sys.stderr)  # a user-fixable problem: say it plainly, no traceback
+        print(
+            f"lit_pref error: {cause}", file=sys.stderr
+        )  # a user-fixable problem: say it plainly, no traceback
         raise SystemExit(2) from None
 
 
