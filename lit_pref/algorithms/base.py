@@ -162,9 +162,11 @@ class PolicyModule(pl.LightningModule):
             needs = " or ".join(
                 f"{f} rows (columns {[dm.columns[c] for c in REQUIRED[f]]})" for f in self.accepted_formats
             )
+            detected = " (detected from its columns)" if getattr(dm, "format_option", None) == "auto" else ""
             raise ConfigError(
-                f"{type(self).__name__} trains on {needs} but the data has {fmt} rows. Point data.train at "
-                "suitable data, or set data.format / data.columns (map the needed columns to yours)"
+                f"{type(self).__name__} trains on {needs} but data.train ({dm.sources.get('train')}) has {fmt} "
+                f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
+                "needed columns to yours)"
             )
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
