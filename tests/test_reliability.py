@@ -92,7 +92,7 @@ BAD_OPTIONS = [
     (lambda: lit_pref.DPO(beta=-0.1), "model.init_args.beta"),
     (lambda: lit_pref.DPO(beta=0.0, loss_type="ipo"), "model.init_args.beta"),
     (lambda: lit_pref.DPO(label_smoothing=0.7), "model.init_args.label_smoothing"),
-    (lambda: lit_pref.DPO(lr=0.0), "model.init_args.lr"),
+    (lambda: lit_pref.DPO(lr=-1e-4), "model.init_args.lr"),
     (lambda: lit_pref.SFT(warmup_steps=-1), "model.init_args.warmup_steps"),
     (lambda: lit_pref.WSPO(weak_reference="a", weak_aligned="b", gamma=0.0), "model.init_args.gamma"),
     (lambda: lit_pref.MPO(oracle=oracle(), eta=0.0), "model.init_args.eta"),

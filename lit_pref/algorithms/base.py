@@ -79,7 +79,7 @@ class PolicyModule(pl.LightningModule):
         max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
     ):
         super().__init__()
-        for name, value, bounds in (("lr", lr, {"gt": 0}), ("weight_decay", weight_decay, {"ge": 0}),
+        for name, value, bounds in (("lr", lr, {"ge": 0}), ("weight_decay", weight_decay, {"ge": 0}),
                                     ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
                                     ("max_prompt_length", max_prompt_length, {"ge": 1}),
                                     ("max_logits_elements", max_logits_elements, {"ge": 1})):  # fmt: skip
