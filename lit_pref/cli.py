@@ -14,8 +14,6 @@ def main(args: list[str] | None = None):
     import importlib
     import warnings
 
-    from lit_pref.errors import LitPrefError
-
     # Frozen companion models are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     argv = sys.argv[1:] if args is None else args
@@ -25,6 +23,24 @@ def main(args: list[str] | None = None):
         from lit_pref.commands.lightning import main as lightning_main
 
         return lightning_main(args)
-    except LitPrefError as exc:  # a user-fixable problem: say it plainly, no traceback
-        print(f"lit_pref error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = user_error(exc)
+        if cause is None:
+            raise
+        print(
+            f"lit_pref error: {cause}", file=sys.stderr
+        )  # a user-fixable problem: say it plainly, no traceback
         raise SystemExit(2) from None
+
+
+def user_error(exc: BaseException | None):
+    """The LitPrefError behind `exc` (the config parser wraps errors raised while it builds classes), or None."""
+    from lit_pref.errors import LitPrefError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LitPrefError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

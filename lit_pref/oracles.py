@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.imports import import_callable
 from lit_pref.rewards import Reward
 from lit_pref.tasks.games import check_preference_matrix, get_game
@@ -85,6 +85,7 @@ class BradleyTerryOracle(PreferenceOracle):
     """
 
     def __init__(self, reward: Reward, tau: float = 1.0):
+        check_range(f"{type(self).__name__}.tau", tau, gt=0)
         self.reward = reward
         self.tau = tau
 
@@ -116,6 +117,7 @@ class CyclicStyleOracle(BradleyTerryOracle):
 
     def __init__(self, reward: Reward, tau: float = 1.0, weight: float = 1.0):
         super().__init__(reward, tau)
+        check_range("CyclicStyleOracle.weight", weight, ge=0)
         self.weight = weight
 
     def __call__(self, prompts, responses):
@@ -129,6 +131,9 @@ class CallableOracle(PreferenceOracle):
     """Your function `fn(prompts, responses_a, responses_b) -> list[float]` of P(a > b) for flat, aligned lists.
 
     Only the pairs i < j are asked; P[j, i] = 1 - P[i, j] and the diagonal is 1/2.
+
+    This imports and runs your code (the module named in `function`) with the training process's rights:
+    only point it at code you trust.
 
     Args:
         function: 'package.module:function'.

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lit_pref.errors import check_range
 from lit_pref.imports import import_callable
 
 
@@ -44,6 +45,9 @@ class TaskReward(Reward):
 
 class CallableReward(Reward):
     """A Python function `fn(prompts, responses) -> list[float]`.
+
+    This imports and runs your code (the module named in `function`) with the training process's rights:
+    only point it at code you trust.
 
     Args:
         function: 'package.module:function'.
@@ -85,6 +89,7 @@ class RewardModelScorer(Reward):
         from lit_pref.data.render import RENDER_SETTINGS, Renderer
         from lit_pref.models.loading import load_sequence_scorer, load_tokenizer
 
+        check_range("RewardModelScorer.batch_size", batch_size, ge=1)
         settings_file = Path(path) / RENDER_SETTINGS
         trained = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
         given = {
@@ -94,8 +99,11 @@ class RewardModelScorer(Reward):
         }
         defaults = {"text_as_chat": False, "max_length": 512, "max_prompt_length": 256}
         settings = {k: v if v is not None else trained.get(k, defaults[k]) for k, v in given.items()}
-        self.tokenizer = load_tokenizer(path)
-        self.model = load_sequence_scorer(path, pad_token_id=self.tokenizer.pad_token_id).to(device).eval()
+        self.tokenizer = load_tokenizer(path, "RewardModelScorer.path")
+        self.model = load_sequence_scorer(
+            path, pad_token_id=self.tokenizer.pad_token_id, option="RewardModelScorer.path"
+        )
+        self.model = self.model.to(device).eval()
         self.renderer = Renderer(self.tokenizer, **settings)
         self.batch_size = batch_size
 

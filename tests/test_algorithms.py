@@ -88,5 +88,9 @@ def test_reward_model_reads_last_attended_token_whatever_the_padding():
 
 def test_algorithm_rejects_wrong_row_format():
     dm = data_module("sft")
-    with pytest.raises(ConfigError, match="DPO trains on pairwise rows but the data has demonstration rows"):
+    with pytest.raises(
+        ConfigError,
+        match=r"DPO trains on pairwise rows \(columns \['chosen', 'rejected'\]\) but data.train \(.*reviews_sft_train"
+        r".jsonl\) has demonstration rows \(detected from its columns\)",
+    ):
         trainer(1).fit(lit_pref.DPO(), dm)

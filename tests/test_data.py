@@ -139,13 +139,19 @@ def test_non_positive_max_prompt_length_is_rejected(tokenizer, max_prompt_length
 
 
 def test_truncation_never_empties_a_response(tokenizer):
-    # max_prompt_length < max_length leaves at least one response token: no row is dropped
+    # max_prompt_length < max_length leaves at least one response token: no row loses a response, but pairs
+    # whose one remaining token is the same on both sides are identical and dropped (counted in the report)
     path = str(DATA / "reviews_pairs_train.jsonl")
     dm = make_dm(tokenizer, path, max_rows=4, max_length=8, max_prompt_length=7)
     dm.setup("fit")
     train = dm.datasets["train"]
-    assert len(train) == 4
-    for row, src in zip(train, read_jsonl(path, 4)):
+    kept = [
+        s for s in read_jsonl(path, 4) if ids(tokenizer, s["chosen"])[:1] != ids(tokenizer, s["rejected"])[:1]
+    ]
+    assert 0 < len(kept) < 4 and len(train) == len(kept)
+    assert dm.reports["train"]["identical_pair"] == 4 - len(kept)
+    assert dm.reports["train"].get("empty_response", 0) == 0
+    for row, src in zip(train, kept):
         assert row["prompt_ids"] == tokenizer(src["prompt"])["input_ids"][-7:]
         assert row["chosen_ids"] == ids(tokenizer, src["chosen"])[:1]
         assert row["rejected_ids"] == ids(tokenizer, src["rejected"])[:1]
@@ -183,7 +189,10 @@ def test_rows_with_empty_response_are_dropped(tmp_path, tokenizer, monkeypatch):
     assert dm.datasets["train"]["source_row"] == [1]
 
     path = write_jsonl(tmp_path / "all.jsonl", [{"prompt": "A", "response": "DROP"}])
-    with pytest.raises(DataError, match=re.escape(path) + r": no usable rows \(all 1 dropped\)"):
+    with pytest.raises(
+        DataError,
+        match=re.escape(path) + r"\): 1 rows, kept 0 .*dropped 1 \(empty response .*data.max_length",
+    ):
         make_dm(tokenizer, path).setup("fit")
 
 
@@ -656,7 +665,7 @@ def test_unknown_extension_and_missing_file(tmp_path, tokenizer):
 def test_unparsable_file_names_the_file(tmp_path, tokenizer):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"prompt": "A", "chosen": "B", "rejected": "C"}\n{not json\n')
-    with pytest.raises(DataError, match=re.escape(f"{path}: could not be parsed as jsonl")):
+    with pytest.raises(DataError, match=re.escape(f"{path}, line 2: Expecting property name")):
         make_dm(tokenizer, str(path)).setup("fit")
 
 
@@ -685,9 +694,17 @@ def test_splits_with_different_formats(tokenizer):
     dm = make_dm(
         tokenizer, str(DATA / "reviews_pairs_val.jsonl"), val=str(DATA / "reviews_sft_val.jsonl"), max_rows=2
     )
-    with pytest.raises(
-        DataError, match="data.val has demonstration rows but the other splits have pairwise rows"
-    ):
+    # format: auto names the column the val split lacks to be pairwise like train
+    with pytest.raises(DataError, match="reviews_sft_val.jsonl: the pairwise format needs a column 'chosen'"):
+        dm.setup("fit")
+    dm = make_dm(
+        tokenizer,
+        str(DATA / "reviews_pairs_val.jsonl"),
+        val=str(DATA / "reviews_sft_val.jsonl"),
+        max_rows=2,
+        format="pairwise",
+    )
+    with pytest.raises(DataError, match="reviews_sft_val.jsonl: the pairwise format needs a column 'chosen'"):
         dm.setup("fit")
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.render import Renderer
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.checkpointing import fingerprint, frozen_state, restore_frozen, strip_frozen
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.models.loading import (
@@ -26,6 +26,7 @@ from lit_pref.models.loading import (
     is_peft,
     load_causal_lm,
     load_tokenizer,
+    model_fingerprint,
     prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
@@ -90,6 +91,11 @@ class PolicyModule(pl.LightningModule):
         sampling: SamplingConfig | None = None,
     ):
         super().__init__()
+        for name, value, bounds in (("lr", lr, {"ge": 0}), ("weight_decay", weight_decay, {"ge": 0}),
+                                    ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
+                                    ("max_prompt_length", max_prompt_length, {"ge": 1}),
+                                    ("max_logits_elements", max_logits_elements, {"ge": 1})):  # fmt: skip
+            check_range(f"model.init_args.{name}", value, **bounds)
         self.save_hyperparameters(ignore=list(self.object_args))
         self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         if (
@@ -127,8 +133,20 @@ class PolicyModule(pl.LightningModule):
     def policy_spec(self) -> str:
         return self.hparams.policy or self.hparams.tokenizer
 
+    @property
+    def policy_option(self) -> str:
+        """The option that gave `policy_spec` (named in errors)."""
+        return "model.init_args.policy" if self.hparams.policy else "data.tokenizer"
+
     def load_policy(self) -> nn.Module:
-        return load_causal_lm(self.policy_spec, self.hparams.dtype)
+        return load_causal_lm(self.policy_spec, self.hparams.dtype, self.policy_option)
+
+    def starting_policy_fingerprint(self) -> str | None:
+        """A fingerprint of the starting policy from its files (no loading), or None when a subclass builds the
+        policy another way or it is a hub name. A frozen copy of the starting policy is identified by it."""
+        if type(self).load_policy is not PolicyModule.load_policy:
+            return None
+        return model_fingerprint(self.policy_spec, self.policy_option, self.hparams.dtype)
 
     def lora_task_type(self) -> str:
         return "CAUSAL_LM"
@@ -177,9 +195,16 @@ class PolicyModule(pl.LightningModule):
                 dm.use_predict_format(self.predict_format)
         fmt = getattr(dm, "row_format", None)
         if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
+            from lit_pref.data.schema import REQUIRED
+
+            needs = " or ".join(
+                f"{f} rows (columns {[dm.columns[c] for c in REQUIRED[f]]})" for f in self.accepted_formats
+            )
+            detected = " (detected from its columns)" if getattr(dm, "format_option", None) == "auto" else ""
             raise ConfigError(
-                f"{type(self).__name__} trains on {' or '.join(self.accepted_formats)} rows but the data has {fmt} "
-                "rows. Point data.train at suitable data, or set data.format / data.columns"
+                f"{type(self).__name__} trains on {needs} but data.train ({dm.sources.get('train')}) has {fmt} "
+                f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
+                "needed columns to yours)"
             )
 
     def training_batch_repeats(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lit_pref.algorithms.base import PolicyModule, default_reference
+from lit_pref.errors import check_range
 from lit_pref.losses import DPOLossType, dpo_loss
 from lit_pref.models.companions import CompanionModel
 
@@ -34,6 +35,8 @@ class DPO(PolicyModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        check_range("model.init_args.beta", beta, gt=0)
+        check_range("model.init_args.label_smoothing", label_smoothing, ge=0, lt=0.5)
         self.beta = beta
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing

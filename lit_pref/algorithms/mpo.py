@@ -17,7 +17,7 @@ import torch
 
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.data.collate import prompt_lists, prompt_texts
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import group_win_rates, mpo_pairwise_loss, mpo_reinforce_loss
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
@@ -65,6 +65,8 @@ class MPO(OnlineModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        for name, value, bounds in (("eta", eta, {"gt": 0}), ("alpha", alpha, {"ge": 0})):
+            check_range(f"model.init_args.{name}", value, **bounds)
         if num_samples < 2 and not exact:
             raise ConfigError(
                 f"model.init_args.num_samples must be >= 2 (pairs of samples), got {num_samples}"

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule
-from lit_pref.errors import ConfigError
+from lit_pref.errors import check_range
 
 ROLLOUT_KEY = "lit_pref_rollout"
 
@@ -81,8 +81,7 @@ class OnlineModule(PolicyModule):
 
     def __init__(self, updates_per_rollout: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
-        if updates_per_rollout < 1:
-            raise ConfigError(f"model.init_args.updates_per_rollout must be >= 1, got {updates_per_rollout}")
+        check_range("model.init_args.updates_per_rollout", updates_per_rollout, ge=1)
         self.register_buffer("rollouts", torch.zeros((), dtype=torch.long))
         self.tokens = TokenCount()
         self._rollout: dict[str, Any] | None = None

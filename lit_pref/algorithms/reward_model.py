@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.errors import check_range
 from lit_pref.losses import bradley_terry_loss
 from lit_pref.models.loading import load_sequence_scorer
 from lit_pref.models.scoring import last_token_scores, score_texts
@@ -20,7 +21,10 @@ class ScorerModule(PolicyModule):
 
     def load_policy(self):
         return load_sequence_scorer(
-            self.policy_spec, self.hparams.dtype, pad_token_id=self.tokenizer.pad_token_id
+            self.policy_spec,
+            self.hparams.dtype,
+            pad_token_id=self.tokenizer.pad_token_id,
+            option=self.policy_option,
         )
 
     predict_format = "auto"
@@ -59,6 +63,7 @@ class RewardModel(ScorerModule):
 
     def __init__(self, center_rewards: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
+        check_range("model.init_args.center_rewards", center_rewards, ge=0)
         self.center_rewards = center_rewards
 
     def compute_loss(self, batch):

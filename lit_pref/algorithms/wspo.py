@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from lit_pref.algorithms.base import PolicyModule, default_reference
 from lit_pref.data.datamodule import tokenizer_identity
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import wspo_loss, wspo_pairwise_loss
 from lit_pref.models.companions import CompanionModel, FrozenCopy, Precomputed
 from lit_pref.models.loading import load_tokenizer
@@ -72,8 +72,7 @@ class WSPO(PolicyModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if gamma <= 0:
-            raise ConfigError(f"model.init_args.gamma must be > 0, got {gamma}")
+        check_range("model.init_args.gamma", gamma, gt=0)
         if level not in ("token", "sequence", "pairwise"):
             raise ConfigError(f"model.init_args.level must be token, sequence or pairwise, got {level!r}")
         if level == "pairwise" and average:
@@ -85,6 +84,8 @@ class WSPO(PolicyModule):
         self.accepted_formats = ("pairwise",) if level == "pairwise" else ("demonstration",)
         self.reference = default_reference(self, reference)
         weak = [FrozenCopy(model=path, dtype=weak_dtype) for path in (weak_reference, weak_aligned)]
+        for provider, option in zip(weak, ("weak_reference", "weak_aligned")):
+            provider.option = f"model.init_args.{option}"
         if cache_weak:
             weak = [Precomputed(source=provider) for provider in weak]
         self.weak_reference, self.weak_aligned = weak
@@ -105,7 +106,7 @@ class WSPO(PolicyModule):
         strong = tokenizer_identity(load_tokenizer(self.hparams.tokenizer))
         for option in ("weak_reference", "weak_aligned"):
             path = self.hparams[option]
-            if tokenizer_identity(load_tokenizer(path)) != strong:
+            if tokenizer_identity(load_tokenizer(path, f"model.init_args.{option}")) != strong:
                 raise ConfigError(
                     f"model.init_args.{option} ({path}) has a different tokenizer (vocabulary, special tokens or chat "
                     f"template) than the strong model's ({self.hparams.tokenizer}). WSPO compares log-probs token by "

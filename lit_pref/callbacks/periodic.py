@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from lit_pref.errors import ConfigError
+from lit_pref.errors import check_range
 
 
 class PeriodicCallback(pl.Callback):
@@ -16,8 +16,7 @@ class PeriodicCallback(pl.Callback):
     """
 
     def __init__(self, every_n_steps: int | None):
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ConfigError(f"{type(self).__name__}: every_n_steps must be >= 1, got {every_n_steps}")
+        check_range(f"{type(self).__name__}.every_n_steps", every_n_steps, ge=1)
         self.every_n_steps = every_n_steps
         self._last_step = -1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lit_pref.callbacks.periodic import PeriodicCallback
-from lit_pref.errors import ConfigError
+from lit_pref.errors import ConfigError, check_range
 
 
 class CompanionRefresh(PeriodicCallback):
@@ -32,10 +32,8 @@ class CompanionRefresh(PeriodicCallback):
         super().__init__(every_n_steps)
         if (every_n_steps is None) == (every_n_epochs is None):
             raise ConfigError(f"{type(self).__name__}: set exactly one of every_n_steps and every_n_epochs")
-        if every_n_epochs is not None and every_n_epochs < 1:
-            raise ConfigError(f"{type(self).__name__}: every_n_epochs must be >= 1, got {every_n_epochs}")
-        if ema_decay is not None and not 0 <= ema_decay < 1:
-            raise ConfigError(f"{type(self).__name__}: ema_decay must be in [0, 1), got {ema_decay}")
+        check_range(f"{type(self).__name__}.every_n_epochs", every_n_epochs, ge=1)
+        check_range(f"{type(self).__name__}.ema_decay", ema_decay, ge=0, lt=1)
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.ema_decay = ema_decay
@@ -74,8 +72,7 @@ class MagnetUpdate(CompanionRefresh):
         target: str = "magnet",
         metric: str = "mpo/magnet_updates",
     ):
-        if every_n_iterations < 1:
-            raise ConfigError(f"MagnetUpdate: every_n_iterations must be >= 1, got {every_n_iterations}")
+        check_range("MagnetUpdate.every_n_iterations", every_n_iterations, ge=1)
         super().__init__(target, every_n_steps=every_n_iterations, ema_decay=ema_decay, metric=metric)
         self.every_n_iterations = every_n_iterations
 

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 
 from lit_pref.callbacks.periodic import PeriodicCallback
 from lit_pref.callbacks.samples import markdown_table, text_loggers
+from lit_pref.errors import check_range
 from lit_pref.models.batching import map_sequences
 from lit_pref.models.companions import CompanionModel, FrozenCopy
 from lit_pref.models.logprobs import sequence_logps
@@ -61,6 +62,9 @@ class RewardEvaluation(PeriodicCallback):
         summary: bool = False,
     ):
         super().__init__(every_n_steps)
+        for name, value, bound in (("num_prompts", num_prompts, 1), ("batch_size", batch_size, 1),
+                                   ("num_text_samples", num_text_samples, 0)):  # fmt: skip
+            check_range(f"RewardEvaluation.{name}", value, ge=bound)
         self.reward = reward
         self.prompt_source = prompts
         self.num_prompts = num_prompts

@@ -7,6 +7,7 @@ import json
 import lightning.pytorch as pl
 
 from lit_pref.callbacks.periodic import PeriodicCallback
+from lit_pref.errors import check_range
 from lit_pref.sampling import SamplingConfig
 
 
@@ -44,6 +45,7 @@ class GenerationSamples(PeriodicCallback):
         sampling: SamplingConfig | None = None,
     ):
         super().__init__(every_n_steps)
+        check_range("GenerationSamples.num_prompts", num_prompts, ge=1)
         self.num_prompts = num_prompts
         self.sampling = sampling or SamplingConfig(max_new_tokens=48, temperature=0.7)
 

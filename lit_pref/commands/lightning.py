@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.cli import LightningCLI
 
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.data.datamodule import PreferenceDataModule
+from lit_pref.errors import ConfigError
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -24,6 +27,55 @@ class LitPrefCLI(LightningCLI):
         parser.link_arguments("data.max_length", "model.init_args.max_length")
         parser.link_arguments("data.max_prompt_length", "model.init_args.max_prompt_length")
         parser.link_arguments("data.text_as_chat", "model.init_args.text_as_chat")
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="Continue this run (the logger's save_dir/name) from its newest checkpoint, logging into the same "
+            "version folder; starts from step 0 (and says so) when the run has no checkpoint yet. "
+            "`--ckpt_path last` does the same.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None:
+            return
+        resume = config.pop("resume", False)
+        if self.subcommand == "fit" and (resume or config.get("ckpt_path") == "last"):
+            resume_newest(config)
+
+
+def run_folder(config) -> Path:
+    """The folder of a run's versions: the logger's save_dir/name (TensorBoardLogger, CSVLogger)."""
+    logger = config.trainer.logger
+    if isinstance(logger, list) and logger:
+        logger = logger[0]
+    args = getattr(logger, "init_args", None) if logger not in (None, True, False) else None
+    if args is None or args.get("save_dir") is None:
+        raise ConfigError(
+            "--resume (or --ckpt_path last) finds the run by its logger's save_dir and name: set "
+            "trainer.logger (e.g. lightning.pytorch.loggers.TensorBoardLogger with save_dir and name), or give "
+            "--ckpt_path PATH/TO/FILE.ckpt"
+        )
+    return Path(args["save_dir"]) / (args.get("name") or "")
+
+
+def resume_newest(config) -> None:
+    """Point `ckpt_path` at the newest checkpoint under the run folder and log into its version folder."""
+    folder = run_folder(config)
+    checkpoints = sorted(folder.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    if not checkpoints:
+        print(
+            f"lit_pref: --resume found no checkpoint under {folder}/version_*/checkpoints: starting at step 0"
+        )
+        config.ckpt_path = None
+        return
+    newest = checkpoints[-1]
+    version = newest.parent.parent.name
+    logger = config.trainer.logger[0] if isinstance(config.trainer.logger, list) else config.trainer.logger
+    logger.init_args["version"] = version
+    config.ckpt_path = str(newest)
+    print(f"lit_pref: resuming from {newest} (logging into {folder / version})")
 
 
 def cli_instances(args: list[str]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,12 +23,18 @@ from lit_pref.data.schema import (
     resolve_columns,
     validate_row,
 )
-from lit_pref.data.sources import load_source
-from lit_pref.errors import DataError
+from lit_pref.data.sources import load_source, source_fingerprint
+from lit_pref.errors import DataError, check_range
 from lit_pref.models.loading import load_tokenizer
 
-# Bump when the encoding of rows into token ids changes, so cached log-probs keyed on it are not reused.
-ENCODING_VERSION = 1
+# Bump when the encoding of rows into token ids (or the set of rows kept) changes, so cached log-probs keyed on
+# it are not reused. 2: identical pairs are dropped.
+ENCODING_VERSION = 2
+# Why a row is dropped after tokenization, as counted in the per-split report.
+DROP_REASONS = {
+    "empty_response": "empty response after truncation",
+    "identical_pair": "chosen == rejected after tokenization and truncation",
+}
 
 
 def tokenizer_identity(tokenizer) -> str:
@@ -38,6 +45,62 @@ def tokenizer_identity(tokenizer) -> str:
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _completion(renderer: Renderer, prompt_ids: list[int], prompt, completion) -> tuple[list[int], bool]:
+    """A completion's ids cut to fit after the prompt, and whether the cut removed tokens."""
+    full = renderer.completion_ids(prompt, completion)
+    ids = renderer.truncate_completion(prompt_ids, full)
+    return ids, len(ids) < len(full)
+
+
+def encode_example(renderer: Renderer, example, fmt: RowFormat) -> dict[str, Any]:
+    """Token ids of one validated row, whether its prompt / a response was truncated, and why it is dropped
+    ("" when kept; else a key of DROP_REASONS)."""
+    hint = example.chosen if fmt == "pairwise" else example.response
+    full_prompt = renderer.full_prompt_ids(example.prompt, hint)
+    out: dict[str, Any] = {"prompt_ids": full_prompt[-renderer.max_prompt_length :], "drop": ""}
+    out["prompt_truncated"] = len(full_prompt) > renderer.max_prompt_length
+    cuts = []
+    if fmt == "pairwise":
+        out["chosen_ids"], cut_c = _completion(renderer, out["prompt_ids"], example.prompt, example.chosen)
+        out["rejected_ids"], cut_r = _completion(
+            renderer, out["prompt_ids"], example.prompt, example.rejected
+        )
+        cuts = [cut_c, cut_r]
+        if not (out["chosen_ids"] and out["rejected_ids"]):
+            out["drop"] = "empty_response"
+        elif out["chosen_ids"] == out["rejected_ids"]:
+            out["drop"] = "identical_pair"
+    elif fmt in ("demonstration", "outcome"):
+        out["response_ids"], cut = _completion(renderer, out["prompt_ids"], example.prompt, example.response)
+        cuts = [cut]
+        if fmt == "outcome":
+            for field in OUTCOME_NUMBERS:
+                out[field] = getattr(example, field)
+            if example.sample is not None:
+                out["sample_ids"], cut = _completion(
+                    renderer, out["prompt_ids"], example.prompt, example.sample
+                )
+                cuts.append(cut)
+        if not out["response_ids"] or ("sample_ids" in out and not out["sample_ids"]):
+            out["drop"] = "empty_response"
+    else:
+        out["prompt_text"] = json.dumps(example.prompt)
+        out["preference"] = example.preference
+    out["response_truncated"] = any(cuts)
+    return out
+
+
+def split_report(name: str, specs: list[str], counts: Counter) -> str:
+    """One line: kept / truncated / dropped (by reason) rows of a split."""
+    dropped = sum(counts[r] for r in DROP_REASONS)
+    reasons = ", ".join(f"{text}: {counts[r]}" for r, text in DROP_REASONS.items() if counts[r])
+    return (
+        f"lit_pref: data.{name} ({', '.join(specs)}): {counts['rows']} rows, kept {counts['kept']} "
+        f"(truncated: {counts['truncated_prompts']} prompts, {counts['truncated_responses']} rows' responses), "
+        f"dropped {dropped}" + (f" ({reasons})" if reasons else "")
+    )
 
 
 def row_lengths(dataset) -> list[int]:
@@ -57,8 +120,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         tokenizer: Tokenizer (and, unless the model says otherwise, policy) to use: a local Hugging Face
             folder, a hub name, or 'builtin:tiny'. Linked to the model's `tokenizer`.
         train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name',
-            'python:package.module:function', or 'task:<name>' (a built-in task, e.g. task:reviews; needs
-            `format`).
+            'python:package.module:function' (imports and runs that code: only name code you trust), or
+            'task:<name>' (a built-in task, e.g. task:reviews; needs `format`).
         val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
         test: Test rows (used by `test`), same kinds as `train`.
         predict: Rows for `predict`, same kinds as `train`: prompts for a policy (generation), prompt + response
@@ -120,6 +183,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if not 0 <= val_fraction < 1:
             raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                 ("max_length", max_length, 2), ("max_prompt_length", max_prompt_length, 1),
+                                 ("num_workers", num_workers, 0), ("pad_to_multiple_of", pad_to_multiple_of, 1),
+                                 ("max_rows", max_rows, 1)):  # fmt: skip
+            check_range(f"data.{name}", value, ge=low)
         self.tokenizer_spec = tokenizer
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.format_option = format
@@ -148,6 +216,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.row_format: RowFormat | None = None
         self.datasets: dict[str, Any] = {}
         self.fingerprints: dict[str, str] = {}
+        self.reports: dict[str, dict[str, int]] = {}  # per split: rows, kept, truncated_*, drop reasons
         self._train_loader: ResumableDataLoader | None = None
 
     # -- loading ------------------------------------------------------------------------------------------
@@ -168,50 +237,24 @@ class PreferenceDataModule(pl.LightningDataModule):
         return json.dumps(settings, sort_keys=True, default=str)
 
     def _encode_source(self, spec: str, stage: str, fmt_option: str):
-        """Load one source, check its columns, validate + tokenize every row, drop empty responses."""
+        """Load one source, check its columns, validate + tokenize every row; drop (and count) rows with an empty
+        response or an identical pair after truncation. Returns (format, kept rows, fingerprint, counts)."""
         raw = load_source(spec, self.splits[stage], stage, fmt_option, self.task_options)
         if self.max_rows is not None:
             raw = raw.select(range(min(self.max_rows, len(raw))))
         available = set(raw.column_names)
         fmt = detect_format(available, self.columns, spec) if fmt_option == "auto" else fmt_option
+        if fmt_option == "auto" and self.row_format not in (None, fmt) and stage != "predict":
+            check_columns(self.row_format, self.columns, available, spec)  # names the column this split lacks
         mapping = check_columns(fmt, self.columns, available, spec)
         renderer = self._renderer()
 
         def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
             example = validate_row(row, fmt, mapping, spec, index)
-            hint = example.chosen if fmt == "pairwise" else example.response
-            out: dict[str, Any] = {
-                "source_row": index,
-                "prompt_ids": renderer.prompt_ids(example.prompt, hint),
-            }
-            if fmt == "pairwise":
-                out["chosen_ids"] = renderer.truncate_completion(
-                    out["prompt_ids"], renderer.completion_ids(example.prompt, example.chosen)
-                )
-                out["rejected_ids"] = renderer.truncate_completion(
-                    out["prompt_ids"], renderer.completion_ids(example.prompt, example.rejected)
-                )
-                out["keep"] = bool(out["chosen_ids"]) and bool(out["rejected_ids"])
-            elif fmt in ("demonstration", "outcome"):
-                out["prompt_ids"], out["response_ids"] = renderer.encode(example.prompt, example.response)
-                out["keep"] = bool(out["response_ids"])
-                if fmt == "outcome":
-                    for field in OUTCOME_NUMBERS:
-                        out[field] = getattr(example, field)
-                    if example.sample is not None:
-                        out["sample_ids"] = renderer.truncate_completion(
-                            out["prompt_ids"], renderer.completion_ids(example.prompt, example.sample)
-                        )
-                        out["keep"] = out["keep"] and bool(out["sample_ids"])
-            else:
-                out["keep"] = True
-                out["prompt_text"] = json.dumps(example.prompt)
-                out["preference"] = example.preference
-            return out
+            return {"source_row": index, **encode_example(renderer, example, fmt)}
 
-        fingerprint = hashlib.sha256(f"{raw._fingerprint}|{fmt}|{self._settings_key()}".encode()).hexdigest()[
-            :16
-        ]
+        identity = f"{source_fingerprint(spec, raw)}|{fmt}|{self._settings_key()}"
+        fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
         encoded = raw.map(
             encode,
             with_indices=True,
@@ -219,29 +262,29 @@ class PreferenceDataModule(pl.LightningDataModule):
             new_fingerprint=fingerprint,
             desc=f"Tokenizing {spec}",
         )
-        kept = encoded.filter(lambda keep: keep, input_columns="keep", new_fingerprint=fingerprint + "k")
-        dropped = len(encoded) - len(kept)
-        if dropped:
-            rank_zero_info(
-                f"lit_pref: dropped {dropped} of {len(encoded)} rows of {spec} whose response was empty after "
-                f"truncation to max_length={self.max_length} (max_prompt_length={self.max_prompt_length})"
-            )
-        if not len(kept):
-            raise DataError(f"{spec}: no usable rows (all {len(encoded)} dropped). Raise data.max_length")
-        return fmt, kept.remove_columns("keep"), fingerprint
+        kept = encoded.filter(lambda drop: not drop, input_columns="drop", new_fingerprint=fingerprint + "k")
+        counts = Counter(encoded["drop"])
+        counts.pop("", None)
+        counts["rows"], counts["kept"] = len(encoded), len(kept)
+        counts["truncated_prompts"] = sum(kept["prompt_truncated"])
+        counts["truncated_responses"] = sum(kept["response_truncated"])
+        kept = kept.remove_columns(["drop", "prompt_truncated", "response_truncated"])
+        return fmt, kept, fingerprint, counts
 
     def _load_stage(self, stage: str):
         spec = self.sources[stage]
         specs = [spec] if isinstance(spec, str) else list(spec)
         import datasets
 
-        parts, fingerprints, formats = [], [], set()
+        parts, fingerprints, formats, counts = [], [], set(), Counter()
         fmt_option = self.predict_format if stage == "predict" else self.format_option
         for s in specs:
-            fmt, ds, fp = self._encode_source(s, stage, fmt_option)
+            fmt, ds, fp, source_counts = self._encode_source(s, stage, fmt_option)
             parts.append(ds)
             fingerprints.append(fp)
             formats.add(fmt)
+            counts.update(source_counts)
+        self._report(stage, specs, counts)
         if len(formats) > 1:
             raise DataError(
                 f"data.{stage}: its sources have different row formats {sorted(formats)}; use one format"
@@ -254,6 +297,20 @@ class PreferenceDataModule(pl.LightningDataModule):
             ds = pair_by_prompt(ds, [(s, len(p)) for s, p in zip(specs, parts)])
             fmt, fingerprints = "pairwise", [*fingerprints, "paired"]
         return fmt, ds, hashlib.sha256("|".join(fingerprints).encode()).hexdigest()[:16]
+
+    def _report(self, stage: str, specs: list[str], counts: Counter) -> None:
+        """Say (and log) once per split what was kept, truncated and dropped; an empty split is an error."""
+        line = split_report(stage, specs, counts)
+        self.reports[stage] = dict(counts)
+        rank_zero_info(line)
+        if not counts["kept"]:
+            raise DataError(
+                f"{line[len('lit_pref: ') :]}: no usable rows. Raise data.max_length (now {self.max_length}) "
+                f"and/or lower data.max_prompt_length (now {self.max_prompt_length}) so responses fit, and make "
+                "sure chosen and rejected differ"
+            )
+        for logger in getattr(self.trainer, "loggers", None) or []:
+            logger.log_metrics({f"data/{stage}/{key}": float(value) for key, value in counts.items()}, step=0)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:

@@ -70,16 +70,19 @@ class Renderer:
         )
 
     # -- public API -----------------------------------------------------------------------------------------
-    def prompt_ids(self, prompt: Text, completion_hint: Text | None = None) -> list[int]:
-        """Token ids of the prompt alone (what generation starts from), truncated from the left."""
+    def full_prompt_ids(self, prompt: Text, completion_hint: Text | None = None) -> list[int]:
+        """Token ids of the prompt alone (what generation starts from), not truncated."""
         if self._use_template(prompt, completion_hint):
             ids = self._ids(self._render_prompt(prompt))
         elif prompt:
             ids = self._ids(prompt, add_special_tokens=True)
         else:
             ids = []
-        ids = self._dedupe_bos(ids) or ([self.start_id] if self.start_id is not None else [])
-        return ids[-self.max_prompt_length :]
+        return self._dedupe_bos(ids) or ([self.start_id] if self.start_id is not None else [])
+
+    def prompt_ids(self, prompt: Text, completion_hint: Text | None = None) -> list[int]:
+        """Token ids of the prompt alone, truncated from the left to `max_prompt_length`."""
+        return self.full_prompt_ids(prompt, completion_hint)[-self.max_prompt_length :]
 
     def completion_ids(self, prompt: Text, completion: Text) -> list[int]:
         """Token ids of the completion that follows the rendered prompt (not truncated)."""

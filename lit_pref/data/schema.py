@@ -33,6 +33,10 @@ DEFAULT_COLUMNS = {
 }
 # Numeric fields of outcome rows, as they travel from validation to batches.
 OUTCOME_NUMBERS = ("outcome", "propensity", "prediction", "sample_logp", "sample_prediction")
+# Roles a chat template knows. A prompt ends with a user turn (generation answers it); a completion is assistant
+# turns only.
+PROMPT_ROLES = ("system", "user", "assistant")
+COMPLETION_ROLES = ("assistant",)
 # The outcome format also accepts a `text` column (a whole text with no prompt), as direct-outcome datasets do.
 TEXT_FALLBACK = "text"
 
@@ -154,6 +158,26 @@ def _check_text(value: Any, source: str, row: int, column: str, allow_empty: boo
     )
 
 
+def _check_roles(text: Text, source: str, row: int, column: str, prompt: bool) -> Text:
+    """A message-list prompt uses known roles and ends with a user turn; a completion holds assistant turns only."""
+    if not isinstance(text, list):
+        return text
+    allowed = PROMPT_ROLES if prompt else COMPLETION_ROLES
+    for i, message in enumerate(text):
+        if message["role"] not in allowed:
+            raise row_error(
+                source, row, column, f"message {i} has role {message['role']!r}; a "
+                f"{'prompt' if prompt else 'completion'} may use only {list(allowed)}",
+                "Fix the role, or move the message to the right column",
+            )  # fmt: skip
+    if prompt and text[-1]["role"] != "user":
+        raise row_error(
+            source, row, column, f"the prompt ends with a {text[-1]['role']!r} message, not a 'user' one",
+            "End the prompt with the user turn the completion answers; move assistant replies to the completion",
+        )  # fmt: skip
+    return text
+
+
 def _check_number(value: Any, source: str, row: int, column: str) -> float:
     if value is None:  # CSV readers turn NaN into null
         raise row_error(
@@ -208,14 +232,21 @@ def validate_row(
         rejected = _check_text(row[mapping["rejected"]], source, index, mapping["rejected"])
         if prompt_col is None or row.get(prompt_col) is None:
             prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index)
+            prompt_col = mapping["chosen"]
         else:
             prompt = _check_text(row[prompt_col], source, index, prompt_col)
+        _check_roles(prompt, source, index, prompt_col, prompt=True)
+        _check_roles(chosen, source, index, mapping["chosen"], prompt=False)
+        _check_roles(rejected, source, index, mapping["rejected"], prompt=False)
         return Example(prompt=prompt, chosen=chosen, rejected=rejected)
     if fmt == "demonstration":
         return Example(
-            prompt=_check_text(row[prompt_col], source, index, prompt_col),
-            response=_check_text(row[mapping["response"]], source, index, mapping["response"]),
-        )
+            prompt=_check_roles(_check_text(row[prompt_col], source, index, prompt_col), source, index, prompt_col, True),
+            response=_check_roles(
+                _check_text(row[mapping["response"]], source, index, mapping["response"]),
+                source, index, mapping["response"], False,
+            ),
+        )  # fmt: skip
     if fmt == "outcome":
         prompt = "" if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
         example = Example(
@@ -223,6 +254,8 @@ def validate_row(
             response=_check_text(row[mapping["response"]], source, index, mapping["response"]),
             outcome=_check_number(row[mapping["outcome"]], source, index, mapping["outcome"]),
         )
+        _check_roles(example.prompt, source, index, prompt_col or "prompt", prompt=True)
+        _check_roles(example.response, source, index, mapping["response"], prompt=False)
         if "propensity" in mapping:
             propensity = _check_number(row[mapping["propensity"]], source, index, mapping["propensity"])
             if not 0 < propensity <= 1:
@@ -244,6 +277,7 @@ def validate_row(
             )  # fmt: skip
         if "sample" in mapping:
             example.sample = _check_text(row[mapping["sample"]], source, index, mapping["sample"])
+            _check_roles(example.sample, source, index, mapping["sample"], prompt=False)
         return example
     preference = row.get(mapping["preference"]) if "preference" in mapping else None
     if preference is not None and not isinstance(preference, str):
@@ -254,4 +288,7 @@ def validate_row(
             f"expected a string, got {preference!r:.60}",
             "Fix the value",
         )
-    return Example(prompt=_check_text(row[prompt_col], source, index, prompt_col), preference=preference)
+    prompt = _check_roles(
+        _check_text(row[prompt_col], source, index, prompt_col), source, index, prompt_col, True
+    )
+    return Example(prompt=prompt, preference=preference)

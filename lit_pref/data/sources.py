@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+from lit_pref.digest import content_digest
 from lit_pref.errors import DataError
 from lit_pref.imports import import_callable
 
 FILE_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def source_fingerprint(spec: str, dataset) -> str:
+    """What identifies a source's rows: a local file's content digest (an edit can keep path, size and mtime),
+    else the dataset's own fingerprint."""
+    if Path(spec).is_file():
+        return content_digest(spec)
+    return dataset._fingerprint
+
+
+def _is_blank(path: str) -> bool:
+    with open(path, "rb") as f:
+        return all(not chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _first_bad_json_line(path: str) -> str | None:
+    """'line N: problem' for the first line of a JSONL file that is not one JSON object, else None."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number}: {exc.msg} (column {exc.colno}): {line.strip()[:80]!r}"
+            if not isinstance(value, dict):
+                return f"line {number}: expected one JSON object per line, got {type(value).__name__}"
+    return None
 
 
 def _load_file(path: str):
@@ -20,9 +51,22 @@ def _load_file(path: str):
         raise DataError(
             f"{path}: no such file. Check the path (relative paths start at the working directory)"
         )
+    if _is_blank(path):
+        raise DataError(
+            f"{path}: the file is empty (no rows). Fill it, or point the option at the right file"
+        )
+    # The datasets cache is keyed by path + mtime; keying its folder by content makes an edit that keeps both
+    # load the new rows.
+    cache = Path(os.environ.get("HF_DATASETS_CACHE", datasets.config.HF_DATASETS_CACHE)) / "lit_pref-files"
     try:
-        return datasets.load_dataset(FILE_LOADERS[suffix], data_files=path, split="train")
+        return datasets.load_dataset(
+            FILE_LOADERS[suffix], data_files=path, split="train", cache_dir=str(cache / content_digest(path))
+        )
     except Exception as exc:  # datasets wraps parser errors; surface the root cause with the file name
+        if suffix == ".jsonl" and (bad := _first_bad_json_line(path)):
+            raise DataError(
+                f"{path}, {bad}. Fix or remove that line (JSONL holds one JSON object per line)"
+            ) from exc
         cause = exc
         while cause.__cause__ is not None:
             cause = cause.__cause__
@@ -61,7 +105,8 @@ def load_source(
 
     - `path/to/file.jsonl` (also .json, .parquet, .csv)
     - `hub:owner/name` (needs network; `split` picks the split)
-    - `python:package.module:function` (a function returning a list of row dicts or a Dataset)
+    - `python:package.module:function` (a function returning a list of row dicts or a Dataset); this imports
+      and runs that module's code, so only name code you trust
     - `task:<name>` (a built-in task; rows of `row_format` for the stage's split: train, val or test)
     """
     if spec.startswith("task:"):

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_pref.atomic import atomic_write
-from lit_pref.errors import ConfigError
-from lit_pref.models.loading import DType, is_peft, load_causal_lm
+from lit_pref.errors import ConfigError, check_range
+from lit_pref.models.loading import DType, is_peft, load_causal_lm, model_fingerprint
 from lit_pref.models.logprobs import TokenLogps, sequence_logps
 from lit_pref.models.tiny import cache_root
 
@@ -60,6 +60,16 @@ def _keep_own_weights(module, state_dict, prefix, *args):
     for child_name, child in module.named_children():  # the children carry no hook: their full state dicts
         for name, value in child.state_dict(prefix=f"{prefix}{child_name}.", keep_vars=True).items():
             state_dict.setdefault(name, value.detach())
+
+
+def segment_lengths(dataset) -> torch.Tensor:
+    """Response tokens of each cached segment, row by row (chosen, rejected / response, sample): what a cache
+    file's offsets must describe."""
+    first = dataset[0] if len(dataset) else {}
+    columns = ["chosen_ids", "rejected_ids"] if "chosen_ids" in first else ["response_ids", "sample_ids"]
+    columns = [c for c in columns if first.get(c) is not None]
+    per_column = [[len(ids) for ids in dataset[c]] for c in columns]
+    return torch.tensor([n for row in zip(*per_column) for n in row], dtype=torch.long)
 
 
 def model_identity(model: nn.Module, name: str) -> str:
@@ -105,6 +115,10 @@ class CompanionModel(nn.Module):
     def frozen_models(self) -> list[nn.Module]:
         """The models this provider owns (sharded like the policy under FSDP2)."""
         return []
+
+    def fingerprint(self, owner: PolicyModule) -> str | None:
+        """This provider's identity from files, without loading a model; None when only the weights can tell."""
+        return None
 
     def sampling_model(self) -> nn.Module | None:
         """The model to generate from (e.g. an online method's snapshot or magnet), or None when this provider
@@ -152,18 +166,30 @@ class FrozenCopy(_OwnWeights):
         self.model_spec = model
         self.dtype = dtype
         self.model: nn.Module | None = None
+        self.option = "FrozenCopy.model"  # the option that gave `model`, named in errors (WSPO sets its own)
+        self._identity: str | None = None
+
+    def fingerprint(self, owner: PolicyModule) -> str | None:
+        """This provider's identity from files, without loading any model: the weight files of `model`, or of
+        the policy spec when this is a copy of the starting policy; None when only the weights can tell."""
+        if self._identity is None:
+            if self.model_spec:
+                files = model_fingerprint(self.model_spec, self.option, self.dtype)
+            else:
+                files = owner.starting_policy_fingerprint()
+            self._identity = f"frozen-files-{files}" if files else None
+        return self._identity
 
     def attach(self, owner: PolicyModule) -> None:
         if self.model is None:
             self.model = (
-                _freeze(load_causal_lm(self.model_spec, self.dtype))
+                _freeze(load_causal_lm(self.model_spec, self.dtype, self.option))
                 if self.model_spec
                 else frozen_copy_of_policy(owner.policy)
             )
-            # fingerprint the unsharded weights once: cache keys do not depend on the strategy
-            self._identity = model_identity(
-                self.model, "frozen"
-            )  # the weights decide the log-probs, not the path
+            # the content decides the log-probs, not the path; weights are sampled only when files cannot tell
+            # (fingerprinted unsharded, once: cache keys do not depend on the strategy)
+            self._identity = self.fingerprint(owner) or model_identity(self.model, "frozen")
 
     def identity(self) -> str:
         return self._identity
@@ -235,14 +261,20 @@ class Precomputed(CompanionModel):
     """Log-probs of another provider, computed once per dataset split and cached on disk.
 
     The cache file is named by the split's dataset fingerprint and the source model's identity, so a changed
-    dataset, tokenizer, length limit or model never reuses stale values. The source model is freed after the
-    pass, so training runs the policy alone.
+    dataset, tokenizer, length limit or model never reuses stale values. A frozen copy is identified from its
+    files (weights and config), so when every split is cached the source model is never loaded; otherwise it
+    is freed after the pass, so training runs the policy alone. Each file stores a checksum of its values and is
+    checked against the data's response lengths on load: a corrupt, truncated or foreign file is reported by
+    path and recomputed (written atomically), never trusted.
 
     Args:
         source: The provider whose log-probs are cached (default: a frozen copy of the starting policy).
         cache_dir: Folder for cache files (default: $LIT_PREF_CACHE/logps).
         batch_size: Rows per forward during precomputation.
     """
+
+    #: bumped when the file layout changes
+    FORMAT = 2
 
     def __init__(
         self, source: CompanionModel | None = None, cache_dir: str | None = None, batch_size: int = 16
@@ -253,14 +285,24 @@ class Precomputed(CompanionModel):
                 "Precomputed cannot wrap a RefreshableCopy: cached log-probs would go stale at every refresh. "
                 "Use RefreshableCopy directly, or cache a FrozenCopy/DisabledAdapter"
             )
+        check_range("Precomputed.batch_size", batch_size, ge=1)
         self.source = source if source is not None else FrozenCopy()
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root() / "logps"
         self.batch_size = batch_size
         self.tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._identity: str | None = None
+        self._attached = False
 
     def attach(self, owner: PolicyModule) -> None:
+        self._identity = self.source.fingerprint(owner)
+        dm = getattr(owner._trainer, "datamodule", None) if owner._trainer is not None else None
+        if self._identity is not None and dm is not None and self._read_all(dm):
+            return  # every split is cached: the source model is never built
+        self._attach_source(owner)
+
+    def _attach_source(self, owner: PolicyModule) -> None:
         self.source.attach(owner)
+        self._attached = True
 
     def frozen_models(self) -> list[nn.Module]:
         return self.source.frozen_models()
@@ -270,23 +312,35 @@ class Precomputed(CompanionModel):
             self._identity = self.source.identity()
         return self._identity
 
+    def _path(self, dm, split: str) -> Path:
+        return self.cache_dir / f"{dm.fingerprints[split]}-{self.identity()}.pt"
+
+    def _read_all(self, dm) -> bool:
+        """Read every split's valid cache file into `tables`; whether all were there."""
+        for split, dataset in dm.datasets.items():
+            if split != "predict" and split not in self.tables:
+                table = self._read(self._path(dm, split), dataset)
+                if table is not None:
+                    self.tables[split] = table
+        return all(s in self.tables for s in dm.datasets if s != "predict")
+
     def prepare(self, owner: PolicyModule) -> None:
         dm = owner.trainer.datamodule
+        self._read_all(dm)
         for split, dataset in dm.datasets.items():
             if split in self.tables or split == "predict":
                 continue
-            path = self.cache_dir / f"{dm.fingerprints[split]}-{self.identity()}.pt"
-            if path.exists():
-                self.tables[split] = torch.load(path)
-                rank_zero_info(f"lit_pref: read cached log-probs of {split} from {path}")
-                continue
+            if not self._attached:  # a split the cache lacks: the source model is needed after all
+                self._attach_source(owner)
+                self.source.to(owner.device)
             self.tables[split] = self._compute(
                 owner, dm, split, dataset
             )  # every rank: sharded forward is collective
             if owner.trainer.is_global_zero:
-                self._save(self.tables[split], path)  # written once
+                self._save(self.tables[split], self._path(dm, split))  # written once
         if all(s in self.tables for s in dm.datasets if s != "predict"):
             self.source.release()  # every split is cached: free the source weights
+            self._attached = False
 
     @torch.no_grad()
     def _compute(self, owner, dm, split, dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,8 +362,42 @@ class Precomputed(CompanionModel):
         return torch.cat(segments), lengths.cumsum(0)
 
     @staticmethod
-    def _save(table, path: Path) -> None:
-        atomic_write(path, lambda tmp: torch.save(table, tmp))  # readers never see a half-written cache
+    def _checksum(values: torch.Tensor, offsets: torch.Tensor) -> str:
+        h = hashlib.sha256(values.contiguous().numpy().tobytes())
+        h.update(offsets.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    @classmethod
+    def _save(cls, table, path: Path) -> None:
+        values, offsets = table
+        payload = {
+            "format": cls.FORMAT,
+            "values": values,
+            "offsets": offsets,
+            "checksum": cls._checksum(*table),
+        }
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))  # readers never see a half-written cache
+
+    @classmethod
+    def _read(cls, path: Path, dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The table in `path` if it is intact and fits `dataset`'s response lengths; else None (and a warning
+        naming the file, which is then recomputed)."""
+        if not path.exists():
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            values, offsets = saved["values"], saved["offsets"]
+            if saved.get("format") != cls.FORMAT or saved.get("checksum") != cls._checksum(values, offsets):
+                problem = "its checksum does not match its contents (edited or corrupted)"
+            elif not torch.equal(offsets.diff(), segment_lengths(dataset)):
+                problem = "its segment lengths do not match this data's responses"
+            else:
+                rank_zero_info(f"lit_pref: read cached log-probs from {path}")
+                return values, offsets
+        except Exception as exc:  # truncated, garbage, another format: never trusted
+            problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+        rank_zero_warn(f"lit_pref: ignoring the cached log-probs {path}: {problem}. Recomputing them")
+        return None
 
     def token_logps(self, batch: dict) -> TokenLogps:
         split = batch.get("split")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from lit_pref.digest import files_digest
 from lit_pref.errors import ConfigError
 from lit_pref.models.tiny import resolve_model_path
 
@@ -39,16 +41,54 @@ def torch_dtype(name: DType) -> torch.dtype | str:
     return name if name == "auto" else getattr(torch, name)
 
 
-def load_tokenizer(spec: str):
-    """Load a tokenizer; give it a pad token (EOS) if it has none, since batching needs one."""
+# Files of which a folder needs at least one to hold a tokenizer, and the file a model folder needs.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "tiktoken.model",
+)
+MODEL_CONFIG = "config.json"
+
+
+def looks_local(spec: str) -> bool:
+    """A spec that can only be a path (a hub name is 'name' or 'owner/name')."""
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1 or Path(spec).exists()
+
+
+def local_folder(spec: str, option: str, what: str, needs: tuple[str, ...]) -> str:
+    """Resolve `spec`; when it is a local path, check it is a folder holding one of `needs`, naming `option`."""
+    path = resolve_model_path(spec)
+    if not looks_local(path):
+        return path
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{option} = {spec!r}: no such folder. Give the {what} as a local Hugging Face folder, a hub name "
+            "(with network access), or 'builtin:tiny'"
+        )
+    if not any((folder / name).is_file() for name in needs):
+        held = sorted(p.name for p in folder.iterdir())[:12]
+        raise ConfigError(
+            f"{option} = {spec!r}: the folder has no {what} files (needs one of {list(needs)}; it holds {held}). "
+            f"Save the {what} there with save_pretrained(folder), or point {option} at a folder that has one"
+        )
+    return str(folder)
+
+
+def load_tokenizer(spec: str, option: str = "data.tokenizer"):
+    """Load a tokenizer; give it a pad token (EOS) if it has none, since batching needs one.
+    `option` names the setting that gave `spec`, for errors."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(spec)
+    path = local_folder(spec, option, "tokenizer", TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"cannot load a tokenizer from {spec!r}: {exc}. Give a local Hugging Face folder, a hub name "
+            f"{option} = {spec!r}: cannot load a tokenizer ({exc}). Give a local Hugging Face folder, a hub name "
             "(with network access), or 'builtin:tiny'."
         ) from exc
     if tokenizer.pad_token_id is None:
@@ -56,28 +96,52 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
-def _load(spec: str, auto_class, dtype: DType, **kwargs) -> nn.Module:
-    path = resolve_model_path(spec)
+def model_folder(spec: str, option: str) -> str:
+    """The local folder or hub name of a model spec, checked (a local folder must hold config.json)."""
+    return local_folder(spec, option, "model", (MODEL_CONFIG,))
+
+
+# The files whose bytes decide a model's weights (and so its log-probs).
+WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.pt", "*.gguf", "*.index.json")
+
+
+def model_fingerprint(spec: str, option: str, dtype: DType) -> str | None:
+    """A fingerprint of a model from its files (config and weights), without loading it; None for a hub name."""
+    path = model_folder(spec, option)
+    if not looks_local(path):
+        return None
+    return f"{files_digest(path, WEIGHT_FILES)}-{dtype}"
+
+
+def _load(spec: str, auto_class, dtype: DType, option: str, **kwargs) -> nn.Module:
+    path = model_folder(spec, option)
     try:
         return auto_class.from_pretrained(path, dtype=torch_dtype(dtype), **kwargs)
     except OSError as exc:
         raise ConfigError(
-            f"cannot load a model from {spec!r}: {exc}. Give a local Hugging Face folder, a hub name "
+            f"{option} = {spec!r}: cannot load a model ({exc}). Give a local Hugging Face folder, a hub name "
             "(with network access), or 'builtin:tiny'."
         ) from exc
 
 
-def load_causal_lm(spec: str, dtype: DType = "float32") -> nn.Module:
+def load_causal_lm(spec: str, dtype: DType = "float32", option: str = "model.init_args.policy") -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return _load(spec, AutoModelForCausalLM, dtype)
+    return _load(spec, AutoModelForCausalLM, dtype, option)
 
 
-def load_sequence_scorer(spec: str, dtype: DType = "float32", pad_token_id: int | None = None) -> nn.Module:
+def load_sequence_scorer(
+    spec: str,
+    dtype: DType = "float32",
+    pad_token_id: int | None = None,
+    option: str = "model.init_args.policy",
+) -> nn.Module:
     """A causal LM's body with a fresh (or saved) scalar head: AutoModelForSequenceClassification, 1 label."""
     from transformers import AutoModelForSequenceClassification
 
-    return _load(spec, AutoModelForSequenceClassification, dtype, num_labels=1, pad_token_id=pad_token_id)
+    return _load(
+        spec, AutoModelForSequenceClassification, dtype, option, num_labels=1, pad_token_id=pad_token_id
+    )
 
 
 def prepare_trainable(

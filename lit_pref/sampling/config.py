@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from lit_pref.errors import ConfigError
+from lit_pref.errors import check_range
 
 
 @dataclass
@@ -35,18 +35,11 @@ class SamplingConfig:
     seed: int = 0
 
     def __post_init__(self):
-        checks = {
-            "max_new_tokens": self.max_new_tokens is None or self.max_new_tokens >= 1,
-            "temperature": self.temperature > 0,
-            "top_k": self.top_k >= 0,
-            "top_p": 0 < self.top_p <= 1,
-            "repetition_penalty": self.repetition_penalty > 0,
-        }
-        rules = {"max_new_tokens": ">= 1", "temperature": "> 0", "top_k": ">= 0", "top_p": "in (0, 1]",
-                 "repetition_penalty": "> 0"}  # fmt: skip
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"sampling.{name} must be {rules[name]}, got {getattr(self, name)!r}")
+        check_range("sampling.max_new_tokens", self.max_new_tokens, ge=1)
+        check_range("sampling.temperature", self.temperature, gt=0)
+        check_range("sampling.top_k", self.top_k, ge=0)
+        check_range("sampling.top_p", self.top_p, gt=0, le=1)
+        check_range("sampling.repetition_penalty", self.repetition_penalty, gt=0)
 
     def replace(self, **changes) -> SamplingConfig:
         """A copy with some settings changed (validated again)."""
