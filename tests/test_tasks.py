@@ -113,9 +113,9 @@ def test_rewards_task_callable_and_reward_model(tmp_path):
     module = lit_pref.RewardModel(lr=2e-3)
     trainer(25).fit(module, task_data("pairwise", val=None))
     folder = lit_pref.callbacks.export_module(module, tmp_path / "rm")
-    scorer = lit_pref.RewardModelScorer(str(folder), text_as_chat=True, max_length=48, max_prompt_length=24)
+    scorer = lit_pref.RewardModelScorer(str(folder))  # renders as in training (the export's settings)
     module.eval()
-    direct = module.score_texts(prompts, responses, text_as_chat=True)
+    direct = module.score_texts(prompts, responses)
     assert torch.allclose(scorer(prompts, responses), direct, atol=1e-5)
     assert direct[0] > direct[1]
 
