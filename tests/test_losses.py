@@ -1,11 +1,24 @@
-"""Objectives in lit_pref.losses against values computed by hand (ALGORITHMS.md, Baselines)."""
+"""Every objective in lit_pref.losses against values computed by hand (ALGORITHMS.md): SFT, DPO/IPO/hinge,
+Bradley-Terry, MPO (pairwise, REINFORCE, win rates), WSPO (token, sequence, pairwise), CausalPO (ratios, IPW/DR)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from lit_pref.losses import bradley_terry_loss, dpo_loss, sft_nll
+from lit_pref.losses import (
+    bradley_terry_loss,
+    causal_po_loss,
+    dpo_loss,
+    group_win_rates,
+    importance_ratios,
+    mpo_pairwise_loss,
+    mpo_reinforce_loss,
+    sft_nll,
+    wspo_loss,
+    wspo_pairwise_loss,
+)
 
 
 def t(*values):
@@ -153,3 +166,114 @@ def test_bradley_terry_with_scalar_and_tensor_margin():
     torch.testing.assert_close(losses, t(math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(0.5))))
     losses = bradley_terry_loss(chosen, rejected, margin=t(1.0, -1.0))
     torch.testing.assert_close(losses, t(math.log(2), math.log(1 + math.exp(-1))))
+
+
+def test_group_win_rates_exclude_self():
+    P = torch.tensor([[[0.5, 0.8, 0.6], [0.2, 0.5, 0.1], [0.4, 0.9, 0.5]]])
+    assert group_win_rates(P)[0].tolist() == pytest.approx([0.7, 0.15, 0.65])
+
+
+def test_pairwise_loss_by_hand_and_zero_at_the_closed_form():
+    eta, alpha = 0.5, 0.2
+    snapshot = torch.tensor([[-1.0, -2.0, -0.5]])
+    magnet = torch.tensor([[-1.5, -1.0, -0.9]])
+    win = torch.tensor([[0.7, 0.15, 0.65]])
+    policy = torch.tensor([[-1.2, -1.9, -0.4]])
+    res = [
+        (1 + eta * alpha) * p - s - eta * alpha * m - eta * w
+        for p, s, m, w in zip(policy[0], snapshot[0], magnet[0], win[0])
+    ]
+    expected = ((res[0] - res[1]) ** 2 + (res[0] - res[2]) ** 2 + (res[1] - res[2]) ** 2) / 3
+    assert mpo_pairwise_loss(policy, snapshot, magnet, win, eta, alpha).item() == pytest.approx(
+        expected.item()
+    )
+    closed = (snapshot + eta * alpha * magnet + eta * win) / (
+        1 + eta * alpha
+    ) + 3.7  # any per-prompt constant
+    assert mpo_pairwise_loss(closed, snapshot, magnet, win, eta, alpha).item() == pytest.approx(
+        0.0, abs=1e-10
+    )
+
+
+def test_reinforce_loss_gradient_by_hand():
+    eta, alpha = 0.5, 0.1
+    policy = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    snapshot, magnet, win = (
+        torch.tensor([[-1.0, -2.0]]),
+        torch.tensor([[-0.5, -2.5]]),
+        torch.tensor([[0.8, 0.2]]),
+    )
+    mpo_reinforce_loss(policy, snapshot, magnet, win, eta, alpha).sum().backward()
+    advantage = [
+        (0.8 - 0.5) - alpha * (-1.0 + 0.5),
+        (0.2 - 0.5) - alpha * (-2.0 + 2.5),
+    ]  # KL to pi_t is 0 here
+    assert policy.grad[0].tolist() == pytest.approx([-a / 2 for a in advantage])
+
+
+WSPO_STRONG = torch.tensor([[0.5, -1.0, 9.0], [2.0, 0.0, 0.0]])
+WSPO_WEAK = torch.tensor([[0.2, 0.4, -7.0], [1.0, 0.0, 0.0]])
+WSPO_MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # the third token of row 0 is padding
+
+
+def test_token_and_sequence_losses_by_hand():
+    g = 0.5
+    token = [((g * 0.5 - 0.2) ** 2 + (g * -1.0 - 0.4) ** 2) / 2, (g * 2.0 - 1.0) ** 2]
+    assert wspo_loss(WSPO_STRONG, WSPO_WEAK, WSPO_MASK, g, "token").tolist() == pytest.approx(token)
+    sequence = [(g * (0.5 - 1.0) - (0.2 + 0.4)) ** 2, (g * 2.0 - 1.0) ** 2]
+    assert wspo_loss(WSPO_STRONG, WSPO_WEAK, WSPO_MASK, g, "sequence").tolist() == pytest.approx(sequence)
+    mean = [(g * (0.5 - 1.0) / 2 - (0.2 + 0.4) / 2) ** 2, (g * 2.0 - 1.0) ** 2]
+    assert wspo_loss(
+        WSPO_STRONG, WSPO_WEAK, WSPO_MASK, g, "sequence", average=True
+    ).tolist() == pytest.approx(mean)
+    with pytest.raises(ValueError):
+        wspo_loss(WSPO_STRONG, WSPO_WEAK, WSPO_MASK, g, "bogus")
+
+
+def test_pairwise_loss_by_hand_and_invariance_to_a_per_prompt_constant():
+    strong = torch.tensor([[0.5, -1.0, 2.0], [1.0, 3.0, 0.0]])
+    weak = torch.tensor([[0.2, 0.4, -1.0], [0.0, 1.0, 2.0]])
+    g = 0.5
+    r = g * strong - weak
+    by_hand = [
+        np.mean([(float(r[b, i]) - float(r[b, j])) ** 2 for i, j in ((0, 1), (0, 2), (1, 2))])
+        for b in range(2)
+    ]
+    assert wspo_pairwise_loss(strong, weak, g).tolist() == pytest.approx(by_hand)
+    shifted = strong + torch.tensor([[7.0], [-3.0]])  # log Z(x): a constant per prompt
+    assert torch.allclose(wspo_pairwise_loss(shifted, weak, g), wspo_pairwise_loss(strong, weak, g))
+    assert wspo_pairwise_loss(weak / g, weak, g).abs().max() == 0  # gamma D^s = D^w: zero loss
+    with pytest.raises(ValueError):
+        wspo_pairwise_loss(strong[:, :1], weak[:, :1], g)
+
+
+def test_importance_ratios_raw_and_self_normalized_by_hand():
+    policy = torch.tensor([-1.0, -2.0, -3.0])
+    behavior = torch.tensor([-2.0, -2.0, -1.0])  # log-ratios 1, 0, -2
+    raw = importance_ratios(policy, behavior, self_normalize=False)
+    assert torch.allclose(raw, torch.tensor([math.e, 1.0, math.exp(-2)]))
+    normalized = importance_ratios(policy, behavior)
+    expected = 3 * torch.tensor([math.e, 1.0, math.exp(-2)]) / (math.e + 1 + math.exp(-2))
+    assert torch.allclose(normalized, expected) and normalized.mean().item() == pytest.approx(1.0)
+
+
+def test_ipw_dr_and_outcome_only_losses_by_hand():
+    r = torch.tensor([2.0, 0.5, 0.5])
+    y = torch.tensor([1.0, -1.0, 3.0])
+    g = torch.tensor([0.5, 0.0, 2.0])
+    rs = torch.tensor([1.5, 0.5])
+    gs = torch.tensor([1.0, -2.0])
+    ipw = (2 * 1 + 0.5 * -1 + 0.5 * 3) / 3  # 1.0
+    model_term = (1.5 * 1 + 0.5 * -2) / 2  # 0.25
+    residual = (2 * 0.5 + 0.5 * -1 + 0.5 * 1) / 3  # 1/3
+    kw = dict(ratios=r, outcomes=y, predictions=g, sample_ratios=rs, sample_predictions=gs)
+    assert causal_po_loss("ipw", **kw).item() == pytest.approx(-ipw)
+    assert causal_po_loss("outcome_only", **kw).item() == pytest.approx(-model_term)
+    assert causal_po_loss("dr", **kw).item() == pytest.approx(-(residual + model_term))
+    assert causal_po_loss("ipw", **kw, higher_is_better=False).item() == pytest.approx(ipw)
+    # PPO-style clip at 0.2, min(r A, clip(r) A) per row: (2, A=1) -> 1.2; (0.5, A=-1) -> min(-0.5, -0.8) = -0.8;
+    # (0.5, A=3) -> min(1.5, 2.4) = 1.5.
+    clipped = (1.2 - 0.8 + 1.5) / 3
+    assert causal_po_loss("ipw", **kw, clip=0.2).item() == pytest.approx(-clipped)
+    with pytest.raises(ValueError, match="samples"):
+        causal_po_loss("dr", ratios=r, outcomes=y, predictions=g)

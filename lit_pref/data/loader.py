@@ -91,7 +91,7 @@ class LengthGroupedSampler(EpochShuffleSampler):
 
 class ResumableDataLoader(DataLoader):
     """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume
-    mid-epoch on exactly the batch after the checkpoint (tests/test_checkpoint.py holds it to that).
+    mid-epoch on exactly the batch after the checkpoint (tests/algorithms/test_checkpoint.py holds it to that).
 
     With `repeats` > 1 every batch is handed out that many times in a row (an online method's rollout serves
     several optimizer steps, so one Trainer step stays one optimizer step); the count is then of steps served,

@@ -104,10 +104,10 @@ def test_rewards_task_callable_and_reward_model(tmp_path):
     prompts, responses = ["Review the lamp."] * 2, ["The lamp is wonderful.", "The lamp is awful."]
     task_scores = lit_pref.TaskReward("reviews")(prompts, responses)
     assert task_scores.tolist() == pytest.approx([VADER.polarity_scores(r)["compound"] for r in responses])
-    length = lit_pref.CallableReward("tests.test_tasks:word_count")(prompts, responses)
+    length = lit_pref.CallableReward("tests.tasks.test_tasks:word_count")(prompts, responses)
     assert length.tolist() == [4.0, 4.0]
     with pytest.raises(ConfigError, match="cannot be imported"):
-        lit_pref.CallableReward("tests.test_tasks:missing")
+        lit_pref.CallableReward("tests.tasks.test_tasks:missing")
     # a trained reward model, exported, then used as a reward by path
     pl.seed_everything(0)
     module = lit_pref.RewardModel(lr=2e-3)
@@ -200,11 +200,11 @@ def python_rows():
 
 
 def test_python_function_source_and_its_error():
-    dm = lit_pref.PreferenceDataModule(train="python:tests.test_tasks:python_rows", batch_size=4)
+    dm = lit_pref.PreferenceDataModule(train="python:tests.tasks.test_tasks:python_rows", batch_size=4)
     dm.setup("fit")
     assert dm.row_format == "demonstration" and len(dm.datasets["train"]) == 20
     with pytest.raises(
         ConfigError,
-        match="data source python:tests.test_tasks:nope: 'tests.test_tasks:nope' cannot be imported",
+        match="data source python:tests.tasks.test_tasks:nope: 'tests.tasks.test_tasks:nope' cannot be imported",
     ):
-        lit_pref.PreferenceDataModule(train="python:tests.test_tasks:nope").setup("fit")
+        lit_pref.PreferenceDataModule(train="python:tests.tasks.test_tasks:nope").setup("fit")

@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lit_pref
 from lit_pref.errors import ConfigError
-from lit_pref.losses import group_win_rates, mpo_pairwise_loss, mpo_reinforce_loss
 from lit_pref.tasks.games import (
     cyclic3,
     duality_gap,
@@ -40,7 +39,7 @@ def test_matrix_oracle_checks_symmetry_and_looks_up_responses():
 
 
 def test_bradley_terry_and_cyclic_style_oracles_by_hand():
-    reward = lit_pref.CallableReward("tests.test_mpo:first_word_length")
+    reward = lit_pref.CallableReward("tests.algorithms.test_mpo:first_word_length")
     P = lit_pref.BradleyTerryOracle(reward, tau=0.5)(["x"], [["aaa b", "a b c"]])[0]
     assert P[0, 1].item() == pytest.approx(1 / (1 + math.exp(-(3 - 1) / 0.5)))  # sigma((r_i - r_j) / tau)
     assert P[0, 0].item() == 0.5
@@ -62,54 +61,11 @@ def pair_prob(prompts, a, b):
 
 
 def test_callable_oracle_fills_the_lower_triangle():
-    P = lit_pref.CallableOracle("tests.test_mpo:pair_prob")(["x"], [["aa", "a", "aaa"]])[0]
+    P = lit_pref.CallableOracle("tests.algorithms.test_mpo:pair_prob")(["x"], [["aa", "a", "aaa"]])[0]
     assert torch.allclose(P, torch.tensor([[0.5, 0.9, 0.2], [0.1, 0.5, 0.2], [0.8, 0.8, 0.5]]))
 
 
 # -- losses -------------------------------------------------------------------------------------------------
-
-
-def test_group_win_rates_exclude_self():
-    P = torch.tensor([[[0.5, 0.8, 0.6], [0.2, 0.5, 0.1], [0.4, 0.9, 0.5]]])
-    assert group_win_rates(P)[0].tolist() == pytest.approx([0.7, 0.15, 0.65])
-
-
-def test_pairwise_loss_by_hand_and_zero_at_the_closed_form():
-    eta, alpha = 0.5, 0.2
-    snapshot = torch.tensor([[-1.0, -2.0, -0.5]])
-    magnet = torch.tensor([[-1.5, -1.0, -0.9]])
-    win = torch.tensor([[0.7, 0.15, 0.65]])
-    policy = torch.tensor([[-1.2, -1.9, -0.4]])
-    res = [
-        (1 + eta * alpha) * p - s - eta * alpha * m - eta * w
-        for p, s, m, w in zip(policy[0], snapshot[0], magnet[0], win[0])
-    ]
-    expected = ((res[0] - res[1]) ** 2 + (res[0] - res[2]) ** 2 + (res[1] - res[2]) ** 2) / 3
-    assert mpo_pairwise_loss(policy, snapshot, magnet, win, eta, alpha).item() == pytest.approx(
-        expected.item()
-    )
-    closed = (snapshot + eta * alpha * magnet + eta * win) / (
-        1 + eta * alpha
-    ) + 3.7  # any per-prompt constant
-    assert mpo_pairwise_loss(closed, snapshot, magnet, win, eta, alpha).item() == pytest.approx(
-        0.0, abs=1e-10
-    )
-
-
-def test_reinforce_loss_gradient_by_hand():
-    eta, alpha = 0.5, 0.1
-    policy = torch.tensor([[-1.0, -2.0]], requires_grad=True)
-    snapshot, magnet, win = (
-        torch.tensor([[-1.0, -2.0]]),
-        torch.tensor([[-0.5, -2.5]]),
-        torch.tensor([[0.8, 0.2]]),
-    )
-    mpo_reinforce_loss(policy, snapshot, magnet, win, eta, alpha).sum().backward()
-    advantage = [
-        (0.8 - 0.5) - alpha * (-1.0 + 0.5),
-        (0.2 - 0.5) - alpha * (-2.0 + 2.5),
-    ]  # KL to pi_t is 0 here
-    assert policy.grad[0].tolist() == pytest.approx([-a / 2 for a in advantage])
 
 
 # -- games: exact ground truth ------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import torch
 
 import lit_pref
 from lit_pref.errors import ConfigError, DataError
-from lit_pref.losses import causal_po_loss, importance_ratios
 from lit_pref.tasks.outcomes import OutcomesTask
 from tests.conftest import REPO, write_jsonl
 from tests.helpers import trainer
@@ -21,38 +20,6 @@ CAUSAL = REPO / "configs" / "causal"
 
 
 # -- estimators ---------------------------------------------------------------------------------------------
-
-
-def test_importance_ratios_raw_and_self_normalized_by_hand():
-    policy = torch.tensor([-1.0, -2.0, -3.0])
-    behavior = torch.tensor([-2.0, -2.0, -1.0])  # log-ratios 1, 0, -2
-    raw = importance_ratios(policy, behavior, self_normalize=False)
-    assert torch.allclose(raw, torch.tensor([math.e, 1.0, math.exp(-2)]))
-    normalized = importance_ratios(policy, behavior)
-    expected = 3 * torch.tensor([math.e, 1.0, math.exp(-2)]) / (math.e + 1 + math.exp(-2))
-    assert torch.allclose(normalized, expected) and normalized.mean().item() == pytest.approx(1.0)
-
-
-def test_ipw_dr_and_outcome_only_losses_by_hand():
-    r = torch.tensor([2.0, 0.5, 0.5])
-    y = torch.tensor([1.0, -1.0, 3.0])
-    g = torch.tensor([0.5, 0.0, 2.0])
-    rs = torch.tensor([1.5, 0.5])
-    gs = torch.tensor([1.0, -2.0])
-    ipw = (2 * 1 + 0.5 * -1 + 0.5 * 3) / 3  # 1.0
-    model_term = (1.5 * 1 + 0.5 * -2) / 2  # 0.25
-    residual = (2 * 0.5 + 0.5 * -1 + 0.5 * 1) / 3  # 1/3
-    kw = dict(ratios=r, outcomes=y, predictions=g, sample_ratios=rs, sample_predictions=gs)
-    assert causal_po_loss("ipw", **kw).item() == pytest.approx(-ipw)
-    assert causal_po_loss("outcome_only", **kw).item() == pytest.approx(-model_term)
-    assert causal_po_loss("dr", **kw).item() == pytest.approx(-(residual + model_term))
-    assert causal_po_loss("ipw", **kw, higher_is_better=False).item() == pytest.approx(ipw)
-    # PPO-style clip at 0.2, min(r A, clip(r) A) per row: (2, A=1) -> 1.2; (0.5, A=-1) -> min(-0.5, -0.8) = -0.8;
-    # (0.5, A=3) -> min(1.5, 2.4) = 1.5.
-    clipped = (1.2 - 0.8 + 1.5) / 3
-    assert causal_po_loss("ipw", **kw, clip=0.2).item() == pytest.approx(-clipped)
-    with pytest.raises(ValueError, match="samples"):
-        causal_po_loss("dr", ratios=r, outcomes=y, predictions=g)
 
 
 def _dr_estimates(pi, p_assumed, g_hat, task, n=400, reps=3000, seed=0):

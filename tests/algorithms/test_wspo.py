@@ -12,26 +12,9 @@ import torch
 import lit_pref
 from lit_pref.callbacks.game import policy_distribution
 from lit_pref.errors import ConfigError
-from lit_pref.losses import wspo_loss
 from lit_pref.models.loading import load_causal_lm
 from lit_pref.tasks.games import get_game
 from tests.helpers import data_module, trainer
-
-STRONG = torch.tensor([[0.5, -1.0, 9.0], [2.0, 0.0, 0.0]])
-WEAK = torch.tensor([[0.2, 0.4, -7.0], [1.0, 0.0, 0.0]])
-MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # the third token of row 0 is padding
-
-
-def test_token_and_sequence_losses_by_hand():
-    g = 0.5
-    token = [((g * 0.5 - 0.2) ** 2 + (g * -1.0 - 0.4) ** 2) / 2, (g * 2.0 - 1.0) ** 2]
-    assert wspo_loss(STRONG, WEAK, MASK, g, "token").tolist() == pytest.approx(token)
-    sequence = [(g * (0.5 - 1.0) - (0.2 + 0.4)) ** 2, (g * 2.0 - 1.0) ** 2]
-    assert wspo_loss(STRONG, WEAK, MASK, g, "sequence").tolist() == pytest.approx(sequence)
-    mean = [(g * (0.5 - 1.0) / 2 - (0.2 + 0.4) / 2) ** 2, (g * 2.0 - 1.0) ** 2]
-    assert wspo_loss(STRONG, WEAK, MASK, g, "sequence", average=True).tolist() == pytest.approx(mean)
-    with pytest.raises(ValueError):
-        wspo_loss(STRONG, WEAK, MASK, g, "bogus")
 
 
 def test_zero_loss_and_zero_gradient_without_a_weak_shift():
@@ -79,7 +62,7 @@ def distribution(path: str) -> np.ndarray:
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
 def test_sequence_level_wspo_reaches_the_ideal_target_when_z_is_near_1(tmp_path, gamma):
     """The sequence level's optimum is pi* only when Z(x) = sum_y pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma) is 1;
-    these seeded models happen to have Z near 1. tests/test_wspo_pairwise.py covers Z far from 1."""
+    these seeded models happen to have Z near 1. tests/algorithms/test_wspo_pairwise.py covers Z far from 1."""
     strong_ref = save_game_model(tmp_path / "strong", 1)
     weak_ref, weak_aligned = (
         save_game_model(tmp_path / "weak_ref", 2),
