@@ -162,16 +162,13 @@ def cross_fit(ns, overrides, rows, texts, out: Path):
 
 def add_samples(ns, rows, texts, models, datamodule) -> None:
     """One f0 sample per row with its f0 log-prob and mean outcome-model prediction."""
-    from lit_pref.data.render import Renderer
     from lit_pref.models.batching import score_sequences
-    from lit_pref.models.loading import load_causal_lm, load_tokenizer
+    from lit_pref.models.loading import load_causal_lm
     from lit_pref.sampling import SamplingConfig, generate
 
-    tokenizer = load_tokenizer(datamodule.tokenizer_spec)
+    renderer = datamodule.renderer()  # the sample is rendered and re-encoded exactly as training rows are
+    tokenizer = renderer.tokenizer
     base = load_causal_lm(ns.base).eval()
-    renderer = Renderer(
-        tokenizer, datamodule.max_length, datamodule.max_prompt_length, datamodule.text_as_chat
-    )
     default_new = max(datamodule.max_length - datamodule.max_prompt_length, 1)
     sampling = SamplingConfig(max_new_tokens=ns.max_new_tokens or default_new, temperature=ns.temperature)
     for offset, name in enumerate(rows):

@@ -220,7 +220,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._train_loader: ResumableDataLoader | None = None
 
     # -- loading ------------------------------------------------------------------------------------------
-    def _renderer(self) -> Renderer:
+    def _load_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+
+    def renderer(self) -> Renderer:
+        """The renderer of this data's rows (tokenizer, length limits, text_as_chat): scoring code outside the data
+        module renders texts with it, or with the same settings (PolicyModule.renderer)."""
+        self._load_tokenizer()
         return Renderer(self.tokenizer, self.max_length, self.max_prompt_length, self.text_as_chat)
 
     def _settings_key(self) -> str:
@@ -247,7 +254,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         if fmt_option == "auto" and self.row_format not in (None, fmt) and stage != "predict":
             check_columns(self.row_format, self.columns, available, spec)  # names the column this split lacks
         mapping = check_columns(fmt, self.columns, available, spec)
-        renderer = self._renderer()
+        renderer = self.renderer()
 
         def encode(row: dict[str, Any], index: int) -> dict[str, Any]:
             example = validate_row(row, fmt, mapping, spec, index)
@@ -313,8 +320,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             logger.log_metrics({f"data/{stage}/{key}": float(value) for key, value in counts.items()}, step=0)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        self._load_tokenizer()
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
         for name in wanted.get(stage, ["train", "val", "test", "predict"]):
             if name in self.datasets or (self.sources[name] is None and name != "val"):
@@ -347,8 +353,7 @@ class PreferenceDataModule(pl.LightningDataModule):
     def prompt_rows(self, spec: str | list[str] | None = None, stage: str = "val"):
         """Prompt-only rows (prompt_ids, prompt_text) of `spec`, default the validation (else training)
         source, whatever its format: evaluation callbacks sample from these."""
-        if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.tokenizer_spec)
+        self._load_tokenizer()
         spec = spec or self.sources["val"] or self.sources["train"]
         specs = [spec] if isinstance(spec, str) else list(spec)
         import datasets
