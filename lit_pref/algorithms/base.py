@@ -100,7 +100,7 @@ class PolicyModule(pl.LightningModule):
         self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         if (
             sampling is not None
-        ):  # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+        ):  # plain values in hparams: checkpoints load with torch.load(weights_only=True)
             self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling_config)
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
