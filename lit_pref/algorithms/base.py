@@ -98,9 +98,8 @@ class PolicyModule(pl.LightningModule):
             check_range(f"model.init_args.{name}", value, **bounds)
         self.save_hyperparameters(ignore=list(self.object_args))
         self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
-        if (
-            sampling is not None
-        ):  # plain values in hparams: checkpoints load with torch.load(weights_only=True)
+        # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+        if sampling is not None:
             self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling_config)
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
