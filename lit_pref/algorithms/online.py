@@ -123,27 +123,29 @@ class OnlineModule(PolicyModule):
             self._rollout = self._new_rollout(batch)
             self._updates_done = 0
             self.rollouts += 1
-        rollout = self._rollout
-        loss, metrics = self.rollout_loss(rollout)
+        loss, metrics = self.rollout_loss(self._rollout)
         self._updates_done += 1
-        update_tokens = float(rollout["update_tokens"])
+        update_tokens = float(self._rollout["update_tokens"])
         self.tokens.add(forward=update_tokens)
-        self._step_tokens = update_tokens + (sum(rollout["tokens"].values()) if fresh else 0.0)
-        logged = {"train/loss": loss.detach(), **{f"train/{k}": v for k, v in metrics.items()}}
-        prefix = self.metric_prefix
+        self._step_tokens = update_tokens + (sum(self._rollout["tokens"].values()) if fresh else 0.0)
+        self._log_update(loss.detach(), metrics, fresh)
+        return loss
+
+    def _log_update(self, loss: Tensor, metrics: dict[str, Tensor], fresh: bool) -> None:
+        rollout, prefix = self._rollout, self.metric_prefix
+        logged = {"train/loss": loss, **{f"train/{k}": v for k, v in metrics.items()}}
         if fresh:
-            logged[f"{prefix}/loss_first_update"] = loss.detach()
+            logged[f"{prefix}/loss_first_update"] = loss
             logged.update(self.rollout_metrics(rollout))
-            logged.update({"perf/prompt_tokens": rollout["tokens"]["prompt"],
-                           "perf/generated_tokens": rollout["tokens"]["generated"]})  # fmt: skip
+            logged["perf/prompt_tokens"] = rollout["tokens"]["prompt"]
+            logged["perf/generated_tokens"] = rollout["tokens"]["generated"]
         if self._updates_done == self.hparams.updates_per_rollout:
-            logged[f"{prefix}/loss_last_update"] = loss.detach()
+            logged[f"{prefix}/loss_last_update"] = loss
         logged[f"{prefix}/{self.rollout_count_metric}"] = self.rollouts.float()
         n = int(rollout["num_prompts"])
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logged.items()},
                       on_step=True, batch_size=n)  # fmt: skip
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
-        return loss
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=n)
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
         with torch.no_grad():
