@@ -36,10 +36,6 @@ class TokenCount:
     generated: float = 0.0
     forward: float = 0.0
 
-    @property
-    def total(self) -> float:
-        return self.prompt + self.generated + self.forward
-
     def add(self, prompt: float = 0.0, generated: float = 0.0, forward: float = 0.0) -> None:
         self.prompt += prompt
         self.generated += generated

@@ -34,10 +34,6 @@ class Generation:
     prompt_tokens: int
     generated_tokens: int
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.generated_tokens
-
 
 class PresencePenalty:
     """Logits processor: subtract `penalty` from every token already present in the completion (not the prompt)."""
