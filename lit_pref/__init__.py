@@ -2,6 +2,7 @@
 
 from lit_pref.algorithms import (
     DPO,
+    IRFT,
     MPO,
     SFT,
     WSPO,
@@ -51,6 +52,7 @@ __all__ = [
     "OutcomeModel",
     "OutcomeRegret",
     "DPO",
+    "IRFT",
     "MPO",
     "WSPO",
     "GameMetrics",

@@ -1,6 +1,7 @@
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
+from lit_pref.algorithms.irft import IRFT
 from lit_pref.algorithms.mpo import MPO
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.reward_model import RewardModel
@@ -9,6 +10,7 @@ from lit_pref.algorithms.wspo import WSPO
 
 __all__ = [
     "DPO",
+    "IRFT",
     "MPO",
     "CausalPO",
     "OnlineModule",
