@@ -39,7 +39,7 @@ from lit_pref.oracles import (
     PreferenceOracle,
 )
 from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
-from lit_pref.sampling import SamplingConfig
+from lit_pref.sampling import PRS, PRand, Rand, Sampler, SamplingConfig
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,10 @@ __all__ = [
     "CompanionRefresh",
     "OnlineModule",
     "SamplingConfig",
+    "PRS",
+    "PRand",
+    "Rand",
+    "Sampler",
     "OutcomeModel",
     "OutcomeRegret",
     "DPO",
