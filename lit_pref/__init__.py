@@ -1,6 +1,7 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
 from lit_pref.algorithms import (
+    BestOfNFineTune,
     DPO,
     MPO,
     SFT,
@@ -44,6 +45,7 @@ from lit_pref.sampling import PRS, PRand, Rand, Sampler, SamplingConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "BestOfNFineTune",
     "CausalPO",
     "CompanionRefresh",
     "OnlineModule",

@@ -1,4 +1,5 @@
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.algorithms.best_of_n import BestOfNFineTune
 from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
 from lit_pref.algorithms.mpo import MPO
@@ -8,6 +9,7 @@ from lit_pref.algorithms.sft import SFT
 from lit_pref.algorithms.wspo import WSPO
 
 __all__ = [
+    "BestOfNFineTune",
     "DPO",
     "MPO",
     "CausalPO",
