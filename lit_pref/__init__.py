@@ -1,11 +1,11 @@
 """lit_pref: preference optimization of language models on PyTorch Lightning."""
 
 from lit_pref.algorithms import (
-    BestOfNFineTune,
     DPO,
     MPO,
     SFT,
     WSPO,
+    BestOfNFineTune,
     CausalPO,
     OnlineModule,
     OutcomeModel,

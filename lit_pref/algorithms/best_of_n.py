@@ -73,9 +73,13 @@ class BestOfNFineTune(OnlineModule):
         if top_k > sampler.n:
             raise ConfigError(f"model.init_args.top_k ({top_k}) exceeds the sampler's n ({sampler.n})")
         if rejected_rank is not None and not 2 <= rejected_rank <= sampler.n:
-            raise ConfigError(f"model.init_args.rejected_rank must be in [2, sampler n = {sampler.n}], got {rejected_rank}")
+            raise ConfigError(
+                f"model.init_args.rejected_rank must be in [2, sampler n = {sampler.n}], got {rejected_rank}"
+            )
         if loss == "dpo" and sampler.n < 2:
-            raise ConfigError("model.init_args.loss: dpo needs a sampler with n >= 2 (a best and a worse candidate)")
+            raise ConfigError(
+                "model.init_args.loss: dpo needs a sampler with n >= 2 (a best and a worse candidate)"
+            )
         self.sampler = sampler
         self.reward = reward
         self.snapshot = snapshot if snapshot is not None else RefreshableCopy()
@@ -84,7 +88,9 @@ class BestOfNFineTune(OnlineModule):
     def _questions(self, batch: dict[str, Any]) -> tuple[list[str], list[str | None]]:
         prompts = prompt_texts(batch, self.tokenizer)
         if any(not isinstance(p, str) for p in prompts):
-            raise ConfigError("BestOfNFineTune reads plain-text prompts (with a preference column), not messages")
+            raise ConfigError(
+                "BestOfNFineTune reads plain-text prompts (with a preference column), not messages"
+            )
         return prompts, list(batch.get("preference") or [None] * len(prompts))
 
     def _policy(self, model) -> Policy:
@@ -111,15 +117,20 @@ class BestOfNFineTune(OnlineModule):
         encoded = [renderer.encode(q, y) for q, y in rows]
         seqs = None
         if encoded:
-            seqs = sequences_batch([p for p, _ in encoded], [c for _, c in encoded], self.tokenizer.pad_token_id)
+            seqs = sequences_batch(
+                [p for p, _ in encoded], [c for _, c in encoded], self.tokenizer.pad_token_id
+            )
             seqs = {k: v.to(self.device) for k, v in seqs.items()}
         out = {
             "seqs": seqs,
             "rows": rows,
             "num_prompts": len(prompts),
             "sampled": [s.to_row() for s in sampled],
-            "tokens": {"prompt": float(sum(s.prompt_tokens for s in sampled)),
-                       "generated": float(sum(s.generated_tokens for s in sampled)), "forward": 0.0},  # fmt: skip
+            "tokens": {
+                "prompt": float(sum(s.prompt_tokens for s in sampled)),
+                "generated": float(sum(s.generated_tokens for s in sampled)),
+                "forward": 0.0,
+            },  # fmt: skip
             "update_tokens": float(seqs["attention_mask"].sum()) if seqs is not None else 0.0,
         }
         if self.hparams.loss == "dpo" and seqs is not None:
@@ -131,14 +142,18 @@ class BestOfNFineTune(OnlineModule):
     def rollout_loss(self, rollout: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         seqs = rollout["seqs"]
         if seqs is None:  # every candidate under the threshold: nothing to learn from this rollout
-            return sum(p.sum() * 0.0 for p in self.policy.parameters() if p.requires_grad), {"kept": torch.tensor(0.0)}
+            return sum(p.sum() * 0.0 for p in self.policy.parameters() if p.requires_grad), {
+                "kept": torch.tensor(0.0)
+            }
         out = self.policy_logps(seqs)
         if self.hparams.loss == "sft":
             loss = sft_nll(out.logps, out.mask)
             return loss, {"kept": torch.tensor(float(len(rollout["rows"])))}
         n = len(rollout["rows"]) // 2
         policy_sum, ref = out.sum, rollout["reference"]
-        losses, chosen, rejected = dpo_loss(policy_sum[:n], policy_sum[n:], ref[:n], ref[n:], self.hparams.beta)
+        losses, chosen, rejected = dpo_loss(
+            policy_sum[:n], policy_sum[n:], ref[:n], ref[n:], self.hparams.beta
+        )
         margins = chosen - rejected
         return losses.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
                                "rewards/margins": margins.mean(), "rewards/accuracies": (margins > 0).float().mean()}  # fmt: skip
@@ -149,7 +164,8 @@ class BestOfNFineTune(OnlineModule):
         return {
             "prs/best_reward": torch.tensor(sum(s["best_reward"] for s in sampled) / n),
             "prs/mean_reward": torch.tensor(
-                sum(c["reward"] for s in sampled for c in s["candidates"]) / sum(len(s["candidates"]) for s in sampled)
+                sum(c["reward"] for s in sampled for c in s["candidates"])
+                / sum(len(s["candidates"]) for s in sampled)
             ),
             "prs/best_from_refinement": torch.tensor(sum(s["best_layer"] >= 1 for s in sampled) / n),
             "prs/tokens_per_prompt": torch.tensor(
@@ -166,13 +182,17 @@ class BestOfNFineTune(OnlineModule):
         logged = {}
         for name, config in (("reward", self.sampler.sampling), ("reward_greedy", GREEDY)):
             out, _ = policy.complete(questions, config, seed=self.sampler.sampling.seed + 17)
-            logged[f"{stage}/{name}"] = torch.as_tensor(self.reward(scored, out.texts), dtype=torch.float32).mean()
+            logged[f"{stage}/{name}"] = torch.as_tensor(
+                self.reward(scored, out.texts), dtype=torch.float32
+            ).mean()
         self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(prompts), sync_dist=True)
         return logged[f"{stage}/reward"]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self._rollout is not None:  # the rollout holds plain rows; keep checkpoints loadable with weights_only
+        if (
+            self._rollout is not None
+        ):  # the rollout holds plain rows; keep checkpoints loadable with weights_only
             saved = checkpoint["lit_pref_rollout"]["rollout"]
             saved["sampled"] = json.dumps(saved["sampled"])
             saved["rows"] = json.dumps(saved["rows"])
@@ -194,7 +214,9 @@ def training_rows(sampled: list[Sampled], loss: str, top_k: int = 1, threshold: 
         question = with_preference(s.prompt, s.preference)
         ranked = s.ranked()
         if loss == "sft":
-            chosen += [(question, c.text) for c in ranked[:top_k] if threshold is None or c.reward >= threshold]
+            chosen += [
+                (question, c.text) for c in ranked[:top_k] if threshold is None or c.reward >= threshold
+            ]
         elif threshold is None or ranked[0].reward >= threshold:
             chosen.append((question, ranked[0].text))
             rejected.append((question, ranked[(rejected_rank or len(ranked)) - 1].text))

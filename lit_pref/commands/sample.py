@@ -31,9 +31,13 @@ def parser():
 
     p = ArgumentParser(prog="python -m lit_pref sample", description=__doc__)
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
-    p.add_argument("--policy", type=str, required=True, help="model to sample from (HF folder, hub name, builtin:...)")
+    p.add_argument(
+        "--policy", type=str, required=True, help="model to sample from (HF folder, hub name, builtin:...)"
+    )
     p.add_argument("--tokenizer", type=str | None, default=None, help="tokenizer (default: the policy's)")
-    p.add_argument("--prompts", type=str, required=True, help="prompt source: file, hub:owner/name or task:<name>")
+    p.add_argument(
+        "--prompts", type=str, required=True, help="prompt source: file, hub:owner/name or task:<name>"
+    )
     p.add_argument("--split", type=str, default="train", help="split of a hub or task source")
     p.add_argument("--task_options", type=dict | None, default=None, help="options of a task: source")
     p.add_argument("--preference", type=str | None, default=None,
@@ -43,7 +47,9 @@ def parser():
                         "(as the official PRS code)")  # fmt: skip
     p.add_subclass_arguments(Sampler, "sampler", required=True, help="lit_pref.Rand, PRand or PRS")
     p.add_subclass_arguments(Reward, "reward", required=True, help="a lit_pref reward")
-    p.add_argument("--max_new_tokens", type=int, default=256, help="generation limit (unless sampling sets one)")
+    p.add_argument(
+        "--max_new_tokens", type=int, default=256, help="generation limit (unless sampling sets one)"
+    )
     p.add_argument("--chunk_size", type=int, default=32, help="prompts per chunk (the unit of resume)")
     p.add_argument("--batch_size", type=int, default=64, help="sequences per generate call")
     p.add_argument("--seed", type=int, default=0)
@@ -62,7 +68,9 @@ def read_prompts(spec: str, split: str, task_options: dict | None, common: str |
 
     rows = load_source(spec, split, split, "prompt", task_options)
     if "prompt" not in rows.column_names:
-        raise DataError(f"{spec}: no column 'prompt' (columns: {rows.column_names}); rename your prompt column")
+        raise DataError(
+            f"{spec}: no column 'prompt' (columns: {rows.column_names}); rename your prompt column"
+        )
     has_pref = "preference" in rows.column_names and common is None
     out = []
     for i, row in enumerate(rows):
@@ -156,7 +164,9 @@ def main(argv: list[str]) -> None:
     num_chunks = -(-len(prompts) // cfg.chunk_size)
     chunks = SampleChunks(cfg, init.sampler, init.reward, prompts, parts)
     parts.mkdir(parents=True, exist_ok=True)
-    (parts / "config.json").write_text(json.dumps({"num_prompts": len(prompts), "chunk_size": cfg.chunk_size}))
+    (parts / "config.json").write_text(
+        json.dumps({"num_prompts": len(prompts), "chunk_size": cfg.chunk_size})
+    )
     pending = [c for c in range(num_chunks) if not chunks.part(c).exists()]
     if len(pending) < num_chunks:
         print(f"sample: resuming, {num_chunks - len(pending)} of {num_chunks} chunks already done")

@@ -140,8 +140,11 @@ class Sampled:
             "best_layer": best.layer,
             "candidates": [vars(c) for c in self.candidates],
             "feedback": self.feedback,
-            "tokens": {"prompt": self.prompt_tokens, "generated": self.generated_tokens,
-                       "feedback_calls": self.feedback_calls},  # fmt: skip
+            "tokens": {
+                "prompt": self.prompt_tokens,
+                "generated": self.generated_tokens,
+                "feedback_calls": self.feedback_calls,
+            },  # fmt: skip
         }
 
 
@@ -188,7 +191,9 @@ class Sampler:
     #: whether the policy sees x + "\n\n" + z (PRand, PRS) or x alone (Rand)
     conditions_on_preference = True
 
-    def __init__(self, n: int = 16, sampling: SamplingConfig | None = None, failed_score: float | None = None):
+    def __init__(
+        self, n: int = 16, sampling: SamplingConfig | None = None, failed_score: float | None = None
+    ):
         check_range("sampler.n", n, ge=1)
         self.n = n
         self.sampling = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
@@ -217,7 +222,9 @@ class Sampler:
             out, prompt_lengths = policy.complete(rows, self.sampling, seed + SEED_STRIDE * 2 * layer)
             rewards = score(reward, [p for p in reward_prompts for _ in range(width)], out.texts,
                             self.failed_score)  # fmt: skip
-            for i, (text, r, plen, ids) in enumerate(zip(out.texts, rewards, prompt_lengths, out.completions)):
+            for i, (text, r, plen, ids) in enumerate(
+                zip(out.texts, rewards, prompt_lengths, out.completions)
+            ):
                 results[i // width].candidates.append(Candidate(text, layer, r, plen, len(ids)))
         return results
 
@@ -273,7 +280,9 @@ class PRS(Sampler):
         self._widths = list(widths) if widths is not None else [n // 2, n - n // 2]
         unknown = set(templates or {}) - set(TEMPLATE_FIELDS)
         if unknown:
-            raise ConfigError(f"sampler.templates: unknown template(s) {sorted(unknown)}; use {sorted(TEMPLATE_FIELDS)}")
+            raise ConfigError(
+                f"sampler.templates: unknown template(s) {sorted(unknown)}; use {sorted(TEMPLATE_FIELDS)}"
+            )
         self.feedback = feedback
         self.templates = {name: load_template(name, (templates or {}).get(name)) for name in TEMPLATE_FIELDS}
         self.feedback_function = (
@@ -286,7 +295,9 @@ class PRS(Sampler):
     def refine_prompts(self, policy, results, questions, layer, seed) -> list[str]:
         answers = [r.best_so_far().text for r in results]
         preferences = [r.preference for r in results]
-        fields = [{"question": q, "answer": a, "preference": z} for q, a, z in zip(questions, answers, preferences)]
+        fields = [
+            {"question": q, "answer": a, "preference": z} for q, a, z in zip(questions, answers, preferences)
+        ]
         if not self.feedback:
             return [self.templates["refine_without_feedback"].format(**f) for f in fields]
         if self.feedback_function is not None:

@@ -10,7 +10,11 @@ from lit_pref.tasks.constraints import ConstraintsTask
 from lit_pref.tasks.outcomes import OutcomesTask
 from lit_pref.tasks.reviews import ReviewsTask
 
-TASKS: dict[str, type[Task]] = {"reviews": ReviewsTask, "outcomes": OutcomesTask, "constraints": ConstraintsTask}
+TASKS: dict[str, type[Task]] = {
+    "reviews": ReviewsTask,
+    "outcomes": OutcomesTask,
+    "constraints": ConstraintsTask,
+}
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Task:

@@ -19,7 +19,9 @@ import re
 from lit_pref.errors import DataError
 from lit_pref.tasks.base import ROW_FORMATS, Task
 
-TRAIN_ITEMS = "camera phone laptop kettle lamp chair table book jacket backpack bicycle blender toaster tent".split()
+TRAIN_ITEMS = (
+    "camera phone laptop kettle lamp chair table book jacket backpack bicycle blender toaster tent".split()
+)
 HELD_OUT_ITEMS = "mug bottle oven fridge printer tablet".split()
 WORDS = "good great cheap small light quiet bright solid simple fast warm clean".split()
 MENTIONS = "price quality battery screen sound design size color weight".split()
@@ -43,7 +45,9 @@ def parse_constraints(text: str) -> list[Constraint]:
     """The constraints a prompt (x + z) or preference states, in order of appearance."""
     found = [(m.start(), ("mention", m.group(1))) for m in re.finditer(r"\bmention (\w+)", text)]
     found += [(m.start(), ("avoid", m.group(1))) for m in re.finditer(r"\bavoid the word (\w+)", text)]
-    found += [(m.start(), ("max_words", int(m.group(1)))) for m in re.finditer(r"\buse at most (\d+) words", text)]
+    found += [
+        (m.start(), ("max_words", int(m.group(1)))) for m in re.finditer(r"\buse at most (\d+) words", text)
+    ]
     found += [(m.start(), ("list",)) for m in re.finditer(r"\bcome as a list", text)]
     return [c for _, c in sorted(found)]
 
@@ -161,7 +165,9 @@ class ConstraintsTask(Task):
         """A response meeting each constraint with probability p_satisfy."""
         parts = rng.sample(WORDS + MENTIONS[:3], rng.randint(1, 4))
         as_list = rng.random() < 0.3
-        return self._apply(rng, item, parts, as_list, constraints, [rng.random() < self.p_satisfy for _ in constraints])
+        return self._apply(
+            rng, item, parts, as_list, constraints, [rng.random() < self.p_satisfy for _ in constraints]
+        )
 
     def refine(self, rng: random.Random, response: str, constraints: list[Constraint]) -> str:
         """The response with each unmet constraint fixed with probability p_fix (the others left alone)."""
@@ -193,7 +199,9 @@ class ConstraintsTask(Task):
 
     def rows(self, row_format: str, split: str) -> list[dict]:
         if row_format not in ROW_FORMATS or row_format == "outcome":
-            raise DataError(f"task:{self.name} makes pairwise, demonstration and prompt rows, not {row_format!r}")
+            raise DataError(
+                f"task:{self.name} makes pairwise, demonstration and prompt rows, not {row_format!r}"
+            )
         rng = random.Random(self.seed * 1000 + 77 + len(split))
         out = []
         for x, z, cs in self.examples(split):

@@ -28,7 +28,9 @@ def test_rows_are_x_plus_z_to_the_kept_responses():
 
 
 def module(**kwargs):
-    sampler = PRS(n=2, sampling={"max_new_tokens": 6, "temperature": 0.8, "top_k": 50, "presence_penalty": 1.2})
+    sampler = PRS(
+        n=2, sampling={"max_new_tokens": 6, "temperature": 0.8, "top_k": 50, "presence_penalty": 1.2}
+    )
     return lit_pref.BestOfNFineTune(sampler=sampler, reward=lit_pref.TaskReward("constraints"), policy="builtin:tiny",
                                     max_length=72, max_prompt_length=60, lr=1e-3, **kwargs)  # fmt: skip
 
@@ -49,9 +51,13 @@ def test_a_fit_trains_on_x_plus_z_rows_and_logs_the_rollout(loss, tiny_path):
     rollout = m._rollout
     tok = m.tokenizer
     assert len(rollout["rows"]) == (4 if loss == "sft" else 8)
-    for (question, _), ids, labels in zip(rollout["rows"], rollout["seqs"]["input_ids"], rollout["seqs"]["labels"]):
+    for (question, _), ids, labels in zip(
+        rollout["rows"], rollout["seqs"]["input_ids"], rollout["seqs"]["labels"]
+    ):
         prompt = tok.decode(ids[labels == -100].tolist(), skip_special_tokens=False).replace("<|pad|>", "")
-        assert prompt == f"<|bos|><|user|>{question}<|end|><|assistant|>"  # x + z only: no answer, no feedback
+        assert (
+            prompt == f"<|bos|><|user|>{question}<|end|><|assistant|>"
+        )  # x + z only: no answer, no feedback
         assert "[Answer]" not in prompt and "\n\nI prefer answers that" in prompt
     assert all(len(s["candidates"]) == 2 and len(s["feedback"]) == 1 for s in rollout["sampled"])
     metrics = trainer.callback_metrics

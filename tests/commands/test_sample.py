@@ -46,7 +46,10 @@ def test_rows_hold_every_candidate_and_the_best(tmp_path, tiny_path):
     for r in rows:
         rewards = [c["reward"] for c in r["candidates"]]
         assert [c["layer"] for c in r["candidates"]] == [0, 0, 1, 1]
-        assert r["best_reward"] == max(rewards) and r["best"] == r["candidates"][rewards.index(max(rewards))]["text"]
+        assert (
+            r["best_reward"] == max(rewards)
+            and r["best"] == r["candidates"][rewards.index(max(rewards))]["text"]
+        )
         assert r["tokens"]["feedback_calls"] == 1 and len(r["feedback"]) == 1
         assert r["tokens"]["generated"] >= sum(c["generated_tokens"] for c in r["candidates"])
     assert summary(rows)["best_reward"] == pytest.approx(sum(r["best_reward"] for r in rows) / 3)

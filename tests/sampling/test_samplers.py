@@ -41,7 +41,9 @@ def length_reward(prompts, responses):
 
 def test_preference_enters_as_x_blank_line_z():
     assert with_preference("Describe the lamp.", "I prefer lists.") == "Describe the lamp.\n\nI prefer lists."
-    assert with_preference("Describe the lamp.", "I prefer lists. \n") == "Describe the lamp.\n\nI prefer lists."
+    assert (
+        with_preference("Describe the lamp.", "I prefer lists. \n") == "Describe the lamp.\n\nI prefer lists."
+    )
     assert with_preference("Describe the lamp.", None) == "Describe the lamp."
     assert with_preference("Describe the lamp.", "  ") == "Describe the lamp."
 
@@ -62,13 +64,18 @@ def test_prs_budget_feedback_calls_and_token_sums(policy):
         assert [c.layer for c in r.candidates] == [0, 0, 1, 1, 1]  # |Y0| + |Y1| = N = 5
         assert r.feedback_calls == 1 and len(r.feedback) == 1
         rows = [(text, ids) for texts, out, _ in rec.calls for text, ids in zip(texts, out.completions)]
-        mine = rows[2 * i : 2 * i + 2] + [rows[4 + i]] + rows[6 + 3 * i : 9 + 3 * i]  # layer 0, feedback, layer 1
+        mine = (
+            rows[2 * i : 2 * i + 2] + [rows[4 + i]] + rows[6 + 3 * i : 9 + 3 * i]
+        )  # layer 0, feedback, layer 1
         encoded = [len(rec.encode(t)) for t, _ in mine]
         assert r.prompt_tokens == sum(encoded)
         assert r.generated_tokens == sum(len(ids) for _, ids in mine)
         assert r.feedback_prompt_tokens == encoded[2] and r.feedback_generated_tokens == len(mine[2][1])
         assert [c.prompt_tokens for c in r.candidates] == encoded[:2] + encoded[3:]
-        assert [c.text for c in r.candidates] == [rec.tokenizer.decode(ids[:-1] if ids[-1] == rec.tokenizer.eos_token_id else ids) for _, ids in mine[:2] + mine[3:]]
+        assert [c.text for c in r.candidates] == [
+            rec.tokenizer.decode(ids[:-1] if ids[-1] == rec.tokenizer.eos_token_id else ids)
+            for _, ids in mine[:2] + mine[3:]
+        ]
     assert sum(r.generated_tokens for r in results) == sum(out.generated_tokens for _, out, _ in rec.calls)
     assert sum(r.prompt_tokens for r in results) == sum(out.prompt_tokens for _, out, _ in rec.calls)
 
