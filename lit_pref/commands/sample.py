@@ -135,6 +135,26 @@ def _module(cfg, chunks: SampleChunks):
     return SampleModule()
 
 
+#: options a resumed run must share with the run that wrote the parts (the rest, e.g. devices, may change)
+RESUME_KEYS = ("policy", "tokenizer", "prompts", "split", "task_options", "preference", "reward_sees_preference",
+               "sampler", "reward", "max_new_tokens", "chunk_size", "seed", "max_rows")  # fmt: skip
+
+
+def check_resumable(parts: Path, cfg, num_prompts: int) -> None:
+    """Record the run's settings beside its parts; a rerun with other settings would mix two runs: refuse it."""
+    given = cfg.as_dict()
+    settings = {k: given.get(k) for k in RESUME_KEYS}
+    settings = json.loads(json.dumps({**settings, "num_prompts": num_prompts}, default=str))
+    saved = parts / "settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        old = json.loads(saved.read_text())
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        raise ConfigError(f"sample: {parts} holds chunks of a run with other settings ({', '.join(changed)}); "
+                          "restore them to resume, or delete that folder to start over")  # fmt: skip
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
+
+
 def merge(parts: Path, num_chunks: int, out: Path) -> int:
     """Concatenate the part files in order into `out` (atomically); remove the parts."""
     import shutil
@@ -163,10 +183,7 @@ def main(argv: list[str]) -> None:
     prompts = read_prompts(cfg.prompts, cfg.split, cfg.task_options, cfg.preference, cfg.max_rows)
     num_chunks = -(-len(prompts) // cfg.chunk_size)
     chunks = SampleChunks(cfg, init.sampler, init.reward, prompts, parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    (parts / "config.json").write_text(
-        json.dumps({"num_prompts": len(prompts), "chunk_size": cfg.chunk_size})
-    )
+    check_resumable(parts, cfg, len(prompts))
     pending = [c for c in range(num_chunks) if not chunks.part(c).exists()]
     if len(pending) < num_chunks:
         print(f"sample: resuming, {num_chunks - len(pending)} of {num_chunks} chunks already done")

@@ -17,7 +17,7 @@ import random
 import re
 
 from lit_pref.errors import DataError
-from lit_pref.tasks.base import ROW_FORMATS, Task
+from lit_pref.tasks.base import ROW_FORMATS, Task, split_setup
 
 TRAIN_ITEMS = (
     "camera phone laptop kettle lamp chair table book jacket backpack bicycle blender toaster tent".split()
@@ -138,12 +138,7 @@ class ConstraintsTask(Task):
 
     # -- generation -----------------------------------------------------------------------------------------
     def _split(self, split: str) -> tuple[random.Random, list[str], int]:
-        offsets = {"train": 0, "val": 1, "test": 2}
-        if split not in offsets:
-            raise DataError(f"task:{self.name} has splits train, val and test, not {split!r}")
-        items = TRAIN_ITEMS if split == "train" else HELD_OUT_ITEMS
-        n = self.num_rows if split == "train" else max(self.num_rows // 4, 32)
-        return random.Random(self.seed * 1000 + 31 + offsets[split]), items, n
+        return split_setup(self, split, TRAIN_ITEMS, HELD_OUT_ITEMS, salt=31)
 
     @staticmethod
     def constraints(rng: random.Random) -> list[Constraint]:

@@ -83,3 +83,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_output(tmp_path, tiny_path, c
 def test_bad_options_name_themselves(tmp_path):
     with pytest.raises(ConfigError, match="--chunk_size"):
         main(["--config", config(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--chunk_size", "0"])
+
+
+def test_parts_of_a_run_with_other_settings_are_not_mixed_in(tmp_path):
+    from lit_pref.commands.sample import check_resumable, parser
+
+    args = ["--config", config(tmp_path), "--out", str(tmp_path / "x.jsonl")]
+    parts = tmp_path / "x.jsonl.parts"
+    check_resumable(parts, parser().parse_args(args), 8)
+    check_resumable(parts, parser().parse_args([*args, "--devices", "2"]), 8)  # devices may change
+    with pytest.raises(ConfigError, match="other settings \\(chunk_size, seed\\)"):
+        check_resumable(parts, parser().parse_args([*args, "--chunk_size", "4", "--seed", "1"]), 8)
