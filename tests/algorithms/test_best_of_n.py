@@ -2,6 +2,7 @@
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 import lit_pref
 from lit_pref.algorithms.best_of_n import training_rows
@@ -42,7 +43,7 @@ def data():
 
 
 @pytest.mark.parametrize("loss", ["sft", "dpo"])
-def test_a_fit_trains_on_x_plus_z_rows_and_logs_the_rollout(loss, tiny_path):
+def test_a_fit_trains_on_x_plus_z_rows_and_logs_the_rollout(loss, tiny_path, tmp_path):
     m = module(loss=loss)
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          limit_val_batches=1, num_sanity_val_steps=0, enable_progress_bar=False,
@@ -65,6 +66,11 @@ def test_a_fit_trains_on_x_plus_z_rows_and_logs_the_rollout(loss, tiny_path):
         assert name in metrics
     assert float(metrics["prs/best_reward"]) >= float(metrics["prs/mean_reward"])
     assert int(m.snapshot.refreshes) == 2
+    trainer.save_checkpoint(tmp_path / "c.ckpt")  # the rollout in use survives a weights_only load
+    checkpoint = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    restored = module(loss=loss)
+    restored.on_load_checkpoint(checkpoint)
+    assert restored._rollout["rows"] == rollout["rows"] and restored._rollout["sampled"] == rollout["sampled"]
 
 
 def test_options_are_checked():
@@ -72,3 +78,17 @@ def test_options_are_checked():
         module(top_k=3)
     with pytest.raises(ConfigError, match="rejected_rank"):
         module(rejected_rank=5)
+
+
+@pytest.mark.parametrize("sampler", ["lit_pref.PRS", "lit_pref.PRand", "lit_pref.Rand"])
+def test_the_shipped_config_builds_with_each_sampler(sampler, tmp_path):
+    from pathlib import Path
+
+    from lit_pref.commands.lightning import cli_instances
+
+    config = Path(__file__).resolve().parents[2] / "configs/prs/offline_rl.yaml"
+    model, data, trainer = cli_instances(["--config", str(config), "--model.init_args.sampler.class_path", sampler,
+                                          "--trainer.logger=false"])  # fmt: skip
+    assert type(model.sampler).__name__ == sampler.split(".")[1] and model.sampler.n == 8
+    assert model.sampler.sampling.presence_penalty == 1.2 and model.hparams.loss == "sft"
+    assert any(type(c).__name__ == "CompanionRefresh" for c in trainer.callbacks)
