@@ -1,4 +1,5 @@
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.algorithms.best_of_n import BestOfNFineTune
 from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
 from lit_pref.algorithms.irft import IRFT
@@ -9,6 +10,7 @@ from lit_pref.algorithms.sft import SFT
 from lit_pref.algorithms.wspo import WSPO
 
 __all__ = [
+    "BestOfNFineTune",
     "DPO",
     "IRFT",
     "MPO",
