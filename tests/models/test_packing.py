@@ -227,3 +227,16 @@ def test_seeded_mpo_runs_equal_with_prefix_sharing_on_and_off():
     # float32 rounding of log-prob sums differs by summation order; the loss squares log-ratio sums, so the
     # difference is relative (1.3e-5 on a loss of 1.30 here)
     assert shared == pytest.approx(plain, rel=2e-5, abs=1e-5)
+
+
+def test_config_fragment_runs_after_a_method_config(tmp_path):
+    from lit_pref.cli import main
+    from tests.conftest import REPO
+
+    run = main(["fit", "--config", str(REPO / "configs/dpo.yaml"),
+                "--config", str(REPO / "configs/prefix_sharing.yaml"), "--trainer.max_steps", "2",
+                "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+                "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+    assert run.model.layout == SequenceLayout(True, 128)
+    assert all(p.layout == run.model.layout for p in run.model.companions().values())
+    assert run.trainer.global_step == 2
