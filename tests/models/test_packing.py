@@ -55,6 +55,7 @@ def logps_and_grads(model: nn.Module, batch, layout=SequenceLayout()):
 
 
 def assert_same(model, batch, layout):
+    assert supports_layout(model)  # the layout really runs (no silent fallback to the plain batch)
     plain, plain_grads = logps_and_grads(model, batch)
     shared, shared_grads = logps_and_grads(model, batch, layout)
     assert torch.equal(plain.mask, shared.mask)
