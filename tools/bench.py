@@ -1091,6 +1091,7 @@ NOTES = """## What makes the step fast, and where each optimization shows up abo
 | reference passes under `no_grad` (no autograd state) | `lit_pref DPO` vs `lit_pref SFT` (the reference forward is the whole difference) |
 | precomputed reference log-probs (`lit_pref.Precomputed`) | `lit_pref DPO, precomputed ref` vs `lit_pref SFT` |
 | length-aware batching (`data.group_by_length`) | the length-aware batching table (padding, real tokens/s) |
+| prefix sharing and packing (`prefix_sharing`, `pack_tokens`) | the real-model section (`tools/bench.py --model`) |
 | KV-cached, batched, left-padded generation | the generation table (vs one prompt at a time, vs no KV cache) |
 
 Lightning's own per-step cost, profiled once against the bare loop on a tiny batch (2 pairs x 16 tokens): about
