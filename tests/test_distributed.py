@@ -113,3 +113,11 @@ def test_fsdp2_wspo_with_four_models(tmp_path):
     assert [round(v, 4) for _, v in two["losses"]] == pytest.approx(
         [round(v, 4) for _, v in one["losses"]], abs=1e-4
     )
+
+
+def test_fsdp2_dpo_with_shared_prefixes_equals_the_plain_one_process_run(tmp_path):
+    one = fit(tmp_path, "one", *DPO, "--data.batch_size", "16", "--trainer.max_steps", "3")
+    shared = ["--model.init_args.prefix_sharing", "true", "--model.init_args.pack_tokens", "128"]
+    two = fit(tmp_path, "two", *DPO, *FSDP2, *shared, "--data.batch_size", "8", "--trainer.max_steps", "3")
+    assert [s for s, _ in two["losses"]] == [1, 2, 3]
+    assert [v for _, v in two["losses"]] == pytest.approx([v for _, v in one["losses"]], abs=1e-4)

@@ -19,6 +19,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -98,8 +99,30 @@ def variable_rows(n: int, vocab: int, seed: int, max_len: int) -> list[dict]:
     ]
 
 
+def long_tailed_rows(n: int, vocab: int, seed: int) -> list[dict]:
+    """Rows with realistic, long-tailed lengths: prompts 64-512 tokens (median ~170), chosen and rejected 32-512
+    (median ~110) each, log-normal and clipped, drawn with `seed`."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(median: float, lo: int, hi: int) -> list[int]:
+        k = int(min(max(median * math.exp(0.6 * float(torch.randn((), generator=g))), lo), hi))
+        return torch.randint(16, vocab, (k,), generator=g).tolist()
+
+    return [{"prompt_ids": ids(170, 64, 512), "chosen_ids": ids(110, 32, 512), "rejected_ids": ids(110, 32, 512)}
+            for _ in range(n)]  # fmt: skip
+
+
+def pair_tokens(row: dict) -> int:
+    """Real tokens of one pair in the textbook step: prompt + chosen and prompt + rejected, no padding."""
+    return 2 * len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+
+
 def bench_rows(cfg: dict) -> list[dict]:
     n = cfg["batch"] * cfg["steps"]
+    if cfg.get("long_tailed"):
+        return long_tailed_rows(n, cfg["data_vocab"], cfg["seed"])
     if cfg.get("variable"):
         return variable_rows(n, cfg["data_vocab"], cfg["seed"], cfg["prompt"] + cfg["completion"])
     return synthetic_rows(n, cfg["prompt"], cfg["completion"], cfg["data_vocab"], cfg["seed"])
@@ -129,7 +152,10 @@ def run_lit_pref(cfg: dict, baton: Baton, algorithm: str) -> dict:
 
     sft = algorithm == "sft"
     rows = bench_rows(cfg)
-    rows = as_demonstrations(rows) if sft else rows
+    if sft and cfg.get("sft_chosen"):  # the ceiling: the chosen side only, as SFT on preferred responses
+        rows = [{"prompt_ids": r["prompt_ids"], "response_ids": r["chosen_ids"]} for r in rows]
+    elif sft:
+        rows = as_demonstrations(rows)
     fmt = "demonstration" if sft else "pairwise"
 
     class PretokenizedRows(lit_pref.PreferenceDataModule):
@@ -149,14 +175,16 @@ def run_lit_pref(cfg: dict, baton: Baton, algorithm: str) -> dict:
 
     dm = PretokenizedRows(
         tokenizer=cfg["model"],
-        batch_size=cfg["batch"] * (2 if sft else 1),
+        batch_size=cfg["batch"] * (2 if sft and not cfg.get("sft_chosen") else 1),
+        shuffle=not cfg.get("ordered", False),
         max_length=cfg["prompt"] + cfg["completion"],
         max_prompt_length=cfg["prompt"],
         seed=cfg["seed"],
         group_by_length=cfg.get("group_by_length", False),
     )
     common = {"tokenizer": cfg["model"], "max_length": dm.max_length, "max_prompt_length": dm.max_prompt_length,
-              "lr": 1e-4, "max_logits_elements": cfg.get("max_logits_elements", MAX_LOGITS_ELEMENTS)}  # fmt: skip
+              "lr": 1e-4, "max_logits_elements": cfg.get("max_logits_elements", MAX_LOGITS_ELEMENTS),
+              "prefix_sharing": cfg.get("prefix_sharing", False), "pack_tokens": cfg.get("pack_tokens")}  # fmt: skip
     if sft:
         module = lit_pref.SFT(**common)
     else:
@@ -197,6 +225,13 @@ def run_trl(cfg: dict, baton: Baton) -> dict:
 
         def _prepare_dataset(self, dataset, *args, **kwargs):
             return dataset
+
+        def _get_train_sampler(self, *args, **kwargs):
+            if cfg.get("ordered"):  # every contender takes the rows in the same order
+                import torch
+
+                return torch.utils.data.SequentialSampler(self.train_dataset)
+            return super()._get_train_sampler(*args, **kwargs)
 
     class StepBaton(TrainerCallback):
         def on_step_end(self, *args, **kwargs):
@@ -256,8 +291,8 @@ def run_bare(cfg: dict, baton: Baton) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     rows, b = bench_rows(cfg), cfg["batch"]
 
-    def logps(m, ids, labels):
-        logits = m(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[:, :-1]
+    def logps(m, ids, mask, labels):
+        logits = m(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
         mask = labels[:, 1:] != -100
         per_token = logits.log_softmax(-1).gather(-1, labels[:, 1:].clamp(min=0)[..., None]).squeeze(-1)
         return (per_token * mask).sum(-1)
@@ -266,13 +301,18 @@ def run_bare(cfg: dict, baton: Baton) -> dict:
     baton.wait()
     for step in range(cfg["steps"]):
         chunk = rows[step * b : (step + 1) * b]
-        seqs = [r["prompt_ids"] + r[k] for k in ("chosen_ids", "rejected_ids") for r in chunk]
-        ids = torch.tensor(seqs)
-        labels = ids.clone()
-        labels[:, : cfg["prompt"]] = -100
-        policy = logps(model, ids, labels)
+        pairs = [(r["prompt_ids"], r[k]) for k in ("chosen_ids", "rejected_ids") for r in chunk]
+        width = max(len(p) + len(c) for p, c in pairs)
+        ids = torch.zeros(len(pairs), width, dtype=torch.long)  # right padding, as TRL and lit_pref pad
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for i, (p, c) in enumerate(pairs):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[i, : len(p) + len(c)] = 1
+            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c, dtype=torch.long)
+        policy = logps(model, ids, mask, labels)
         with torch.no_grad():
-            ref = logps(reference, ids, labels)
+            ref = logps(reference, ids, mask, labels)
         h = (policy[:b] - ref[:b]) - (policy[b:] - ref[b:])
         loss = -F.logsigmoid(0.1 * h).mean()
         loss.backward()
@@ -349,6 +389,119 @@ def _no_cache(module, prompts, cfg):
     return out[:, ids.shape[1] :].tolist()
 
 
+def run_mpo_scoring(cfg: dict) -> dict:
+    """MPO's per-update model work on one fixed rollout (one prompt, K samples): the snapshot and magnet
+    log-probs (no_grad) and the policy's forward + backward + AdamW step, with the plain and the prefix-shared
+    layout alternating (A B A B) in one process. Sampling is left out: no layout changes it."""
+    import copy
+
+    import torch
+
+    from lit_pref.losses import mpo_pairwise_loss
+    from lit_pref.models.batching import sequences_batch
+    from lit_pref.models.loading import load_causal_lm
+    from lit_pref.models.logprobs import sequence_logps
+    from lit_pref.models.packing import SequenceLayout
+
+    policy = load_causal_lm(cfg["model"], "float32", "bench")
+    policy.train()
+    magnet = copy.deepcopy(policy).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+    rows = long_tailed_rows(cfg["k"], cfg["data_vocab"], cfg["seed"])
+    prompt = (rows[0]["prompt_ids"] * 8)[: cfg["prompt"]]
+    responses = [r["chosen_ids"][: cfg["max_response"]] for r in rows]
+    seqs = sequences_batch([prompt] * cfg["k"], responses, pad_id=0)
+    win_rates = torch.linspace(0.2, 0.8, cfg["k"])[None]
+    layouts = {"plain": SequenceLayout(), "prefix-shared": SequenceLayout(True)}
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    for rep in range(cfg["repeats"]):
+        for name, layout in layouts.items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                snapshot = sequence_logps(policy, seqs, layout=layout).sum[None]
+                anchor = sequence_logps(magnet, seqs, layout=layout).sum[None]
+            current = sequence_logps(policy, seqs, layout=layout).sum[None]
+            mpo_pairwise_loss(current, snapshot, anchor, win_rates, 0.5, 0.1).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            times[name].append(time.perf_counter() - start)
+    tokens = int(seqs["attention_mask"].sum())
+    return {"times": times, "tokens": tokens, "prompt": len(prompt), "responses": [len(r) for r in responses]}
+
+
+def run_real_generation(cfg: dict) -> dict:
+    """lit_pref's sampling path (PolicyModule.sample: batched, left-padded, KV cache) against one bare HF
+    `generate` call on the same left-padded prompts, alternating."""
+    import torch
+
+    import lit_pref
+    from lit_pref.models.batching import left_padded_prompts
+    from lit_pref.sampling import SamplingConfig
+
+    module = lit_pref.DPO(tokenizer=cfg["model"], max_length=1024, max_prompt_length=512)
+    module.configure_model()
+    module.policy.eval()
+    tok = module.tokenizer
+    rows = long_tailed_rows(cfg["prompts"], cfg["data_vocab"], cfg["seed"])
+    prompts = [r["prompt_ids"][: cfg["prompt"]] for r in rows]
+    module.policy.generation_config.suppress_tokens = [tok.eos_token_id]  # equal work: every sample runs full
+    ids, mask = left_padded_prompts(prompts, tok.pad_token_id)
+    config = SamplingConfig(max_new_tokens=cfg["new_tokens"], temperature=1.0, top_p=1.0, seed=0)
+
+    def ours() -> int:
+        return module.sample(prompts, config, batch_size=len(prompts)).generated_tokens
+
+    def bare() -> int:
+        with torch.no_grad():
+            out = module.policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg["new_tokens"],
+                                         do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)  # fmt: skip
+        return out[:, ids.shape[1] :].numel()
+
+    times: dict[str, list[float]] = {"lit_pref sample": [], "bare generate": []}
+    tokens = {}
+    for _ in range(cfg["repeats"]):
+        for name, fn in (("lit_pref sample", ours), ("bare generate", bare)):
+            start = time.perf_counter()
+            tokens[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {"times": times, "tokens": tokens}
+
+
+def run_profile(cfg: dict) -> dict:
+    """torch.profiler of one prefix-shared + packed DPO step (policy forward, reference forward, loss,
+    backward, AdamW) on the benchmark's first batch, after one warm-up step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import lit_pref
+    from lit_pref.data.collate import Collator
+
+    layout = {"prefix_sharing": cfg["prefix_sharing"], "pack_tokens": cfg.get("pack_tokens")}
+    module = lit_pref.DPO(tokenizer=cfg["model"], max_length=1024, max_prompt_length=512, lr=1e-4, **layout)
+    module.configure_model()
+    module.reference.to("cpu")
+    optimizer = torch.optim.AdamW(module.policy.parameters(), lr=1e-4)
+    rows = [{**r, "index": i} for i, r in enumerate(bench_rows(cfg)[: cfg["batch"]])]
+    batch = Collator("pairwise", 0)(rows)
+
+    def step():
+        loss, _ = module.compute_loss(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        wall = time.perf_counter() - start
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=cfg.get("rows", 14))
+    return {"wall": wall, "table": table, "tokens": int(batch["attention_mask"].sum())}
+
+
+SOLO = {"mpo scoring": run_mpo_scoring, "real generation": run_real_generation, "profile": run_profile}
+
+
 CONTENDERS = {
     "lit_pref DPO": lambda cfg, baton: run_lit_pref(cfg, baton, "dpo"),
     "TRL DPOTrainer": run_trl,
@@ -361,6 +514,11 @@ CONTENDERS = {
     "lit_pref DPO, group_by_length": lambda cfg, baton: run_lit_pref(
         {**cfg, "group_by_length": True}, baton, "dpo"
     ),
+    "lit_pref DPO, prefix-shared": lambda cfg, baton: run_lit_pref({**cfg, "prefix_sharing": True}, baton, "dpo"),
+    "lit_pref DPO, prefix-shared + packed": lambda cfg, baton: run_lit_pref(
+        {**cfg, "prefix_sharing": True, "pack_tokens": cfg["prompt"] + cfg["completion"]}, baton, "dpo"
+    ),
+    "lit_pref SFT, chosen side": lambda cfg, baton: run_lit_pref({**cfg, "sft_chosen": True}, baton, "sft"),
 }
 
 
@@ -377,6 +535,8 @@ def worker(name: str, cfg: dict, conn) -> None:
             extra = run_matmul_peak(cfg)
         elif name == "generation":
             extra = {"variants": run_generation(cfg)}
+        elif name in SOLO:
+            extra = SOLO[name](cfg)
         else:
             conn.send(("ready", None))
             extra = CONTENDERS[name](cfg, Baton(conn))
@@ -553,6 +713,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per contender (after warm-up)")
     parser.add_argument("--warmup", type=int, default=3, help="discarded warm-up steps per contender")
     parser.add_argument("--json", help="also write every run's per-step times here")
+    parser.add_argument("--model", help="only the real-model section: this HF folder or spec "
+                        "(e.g. builtin:smollm2-135m), long-tailed lengths, prefix sharing and packing")  # fmt: skip
+    parser.add_argument("--pairs", type=int, default=2, help="--model: pairs per step")
+    parser.add_argument("--repeats", type=int, default=3, help="--model: repeats of the MPO and generation timings")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -568,6 +732,8 @@ def main(argv: list[str] | None = None) -> None:
     trl_names = ["TRL DPOTrainer"] if have_trl else []
     started = time.perf_counter()
     tmp_root = Path(tempfile.mkdtemp(prefix="lit_pref_bench-"))
+    if args.model:
+        return real_main(args, have_trl)
     for spec in ("builtin:tiny", "builtin:tiny-large"):  # build once, before any worker needs them
         resolve_model_path(spec)
 
@@ -671,6 +837,42 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out}")
 
 
+def real_main(args, have_trl: bool) -> None:
+    """The real-model sections, most telling first; the report is rewritten after each, so a run cut short
+    keeps what it measured."""
+    from lit_pref.models.tiny import resolve_model_path
+
+    resolve_model_path(args.model)
+    started = time.perf_counter()
+    tmp_root = Path(tempfile.mkdtemp(prefix="lit_pref_bench-"))
+    report = Report()
+    report.add(
+        f"Generated by `python tools/bench.py --model {args.model} --pairs {args.pairs} --steps {args.steps} "
+        f"--warmup {args.warmup} --repeats {args.repeats} --threads {args.threads}` on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n\n"
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores, torch threads per contender: **{args.threads}**\n"
+        f"- Versions: {versions()}, Python {platform.python_version()}\n"
+        f"- Load average (1/5/15 min) at start: {loadavg()}\n"
+    )
+    sections = [
+        lambda: real_table(args.model, args, tmp_root, have_trl, REAL_PAIRS[:2], 1),
+        lambda: mpo_section(args.model, args, tmp_root),
+        lambda: profile_section(args.model, args, tmp_root),
+        lambda: real_table(args.model, args, tmp_root, have_trl, REAL_PAIRS[2:], 3),
+        lambda: generation_section(args.model, args, tmp_root),
+    ]
+    for section in sections:
+        report.add(section())
+        if args.json:
+            Path(args.json).write_text(json.dumps(RAW, indent=1))
+        if args.out:
+            Path(args.out).write_text("\n".join(report.parts))
+    report.add(f"Total time {time.perf_counter() - started:.0f} s; load average at the end: {loadavg()}.\n")
+    if args.out:
+        Path(args.out).write_text("\n".join(report.parts))
+        print(f"wrote {args.out}")
+
+
 def build_large_vocab_model(tmp_root: Path, vocab: int) -> str:
     """The tiny model's shape with a large vocabulary (random weights, the tiny tokenizer): where the LM head
     and log-softmax dominate memory, as with 32k-256k-token tokenizers."""
@@ -746,6 +948,139 @@ def length_grouping_section(base: dict, tmp_root: Path, peak: float) -> str:
     )
 
 
+# -- real model (--model) -------------------------------------------------------------------------------------
+
+#: contenders run two at a time (A B A B; two fp32 copies of a 135 M model each fit next to the other jobs of a
+#: shared machine), each pair sharing one contender so that every ratio comes from one interleaved run
+REAL_PAIRS = [
+    ("lit_pref DPO", "lit_pref DPO, prefix-shared"),
+    ("lit_pref DPO, prefix-shared + packed", "TRL DPOTrainer"),
+    ("lit_pref DPO, prefix-shared", "lit_pref DPO, prefix-shared + packed"),
+    ("lit_pref DPO, prefix-shared + packed", "bare PyTorch DPO"),
+    ("lit_pref DPO, prefix-shared + packed", "lit_pref SFT, chosen side"),
+]
+
+
+def real_table(spec: str, args, tmp_root: Path, have_trl: bool, pairs: list, first_run: int) -> str:
+    shape = model_shape(spec)
+    b, warmup = args.pairs, args.warmup
+    cfg = {"threads": args.threads, "seed": 0, "warmup": warmup, "steps": warmup + (args.steps or 3),
+           "model": spec, "batch": b, "prompt": 512, "completion": 512, "data_vocab": shape["vocab"],
+           "long_tailed": True, "ordered": True, "key": f"real-{b}"}  # fmt: skip
+    rows = bench_rows(cfg)
+    steps = [rows[s * b : (s + 1) * b] for s in range(cfg["steps"])]
+    pair_tok = [sum(pair_tokens(r) for r in chunk) for chunk in steps]
+    chosen_tok = [sum(len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in chunk) for chunk in steps]
+    prompts = [len(r["prompt_ids"]) for r in rows]
+    responses = [len(r[k]) for r in rows for k in ("chosen_ids", "rejected_ids")]
+    lines = [
+        f"### Runs {first_run}-{first_run + len(pairs) - 1}: `{spec}` (h{shape['hidden']}, {shape['layers']} "
+        f"layers, vocab {shape['vocab']}), {b} pair(s) per step, long-tailed lengths\n",
+        f"Rows: `long_tailed_rows(seed 0)`, prompts {min(prompts)}-{max(prompts)} tokens (median "
+        f"{statistics.median(prompts):.0f}), responses {min(responses)}-{max(responses)} (median "
+        f"{statistics.median(responses):.0f}); every contender takes the same rows in the same order (no shuffling), "
+        f"{warmup} warm-up + {cfg['steps'] - warmup} timed steps. tokens/s = real (non-padding) tokens of the "
+        "textbook step (prompt + chosen and prompt + rejected; SFT: prompt + chosen) / step time, median over "
+        "steps; so prefix sharing and packing show as speed, never as fewer tokens. Contenders run two at a time, "
+        "interleaved one step at a time (A B A B), each in its own process.\n",
+        "| run | contender | step median (s) | real tokens/s (median) | peak RSS (MB) | load before -> after |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    rates: dict[tuple[int, str], float] = {}
+    rss: dict[tuple[int, str], float] = {}
+    for run, pair in enumerate(pairs, start=first_run):
+        names = [n for n in pair if have_trl or n != "TRL DPOTrainer"]
+        if len(names) < 2:
+            continue
+        before = loadavg()
+        results = run_interleaved(names, cfg, tmp_root)
+        after = loadavg()
+        for name in names:
+            times = results[name]["times"]
+            tok = chosen_tok if name.startswith("lit_pref SFT") else pair_tok
+            rate = statistics.median(t / s for t, s in zip(tok[warmup:], times))
+            rates[run, name], rss[run, name] = rate, results[name]["peak_rss"]
+            lines.append(f"| {run} | {name} | {statistics.median(times):.2f} | {rate:,.0f} | "
+                         f"{results[name]['peak_rss']:,.0f} | {before} -> {after} |")  # fmt: skip
+            print(lines[-1], [round(t, 2) for t in times], flush=True)
+    lines.append("")
+
+    def ratio(a: str, b: str, key=rates) -> str:
+        runs = [r for r, _ in key if (r, a) in key and (r, b) in key]
+        return f"{key[runs[0], a] / key[runs[0], b]:.2f}x (run {runs[0]})" if runs else "n/a"
+
+    best = "lit_pref DPO, prefix-shared + packed"
+    candidates = [
+        f"- prefix-shared + packed DPO / TRL DPOTrainer tokens/s: **{ratio(best, 'TRL DPOTrainer')}** "
+        f"(target >= 1.5x); peak RSS {ratio(best, 'TRL DPOTrainer', rss)} (target <= 1.0x)",
+        f"- prefix-shared DPO / plain lit_pref DPO tokens/s: **{ratio('lit_pref DPO, prefix-shared', 'lit_pref DPO')}**"
+        f" (target >= 1.2x); peak RSS {ratio('lit_pref DPO, prefix-shared', 'lit_pref DPO', rss)} (target <= 1.0x)",
+        f"- prefix-shared + packed / prefix-shared tokens/s: {ratio(best, 'lit_pref DPO, prefix-shared')}",
+        f"- prefix-shared + packed DPO / bare PyTorch DPO tokens/s: {ratio(best, 'bare PyTorch DPO')}",
+        f"- prefix-shared + packed DPO / lit_pref SFT (chosen side, the ceiling) tokens/s: "
+        f"{ratio(best, 'lit_pref SFT, chosen side')}",
+    ]
+    lines += [line for line in candidates if "n/a" not in line]  # ratios of the runs in this table
+    return "\n".join(lines) + "\n"
+
+
+def mpo_section(spec: str, args, tmp_root: Path) -> str:
+    shape = model_shape(spec)
+    cfg = {"threads": args.threads, "seed": 0, "model": spec, "data_vocab": shape["vocab"], "k": 4, "prompt": 384,
+           "max_response": 128, "repeats": args.repeats}  # fmt: skip
+    before = loadavg()
+    mpo = run_solo("mpo scoring", cfg, tmp_root)
+    med = {n: statistics.median(t) for n, t in mpo["times"].items()}
+    lines = [
+        f"### MPO, K = 4 samples of one prompt: `{spec}`\n",
+        f"One prompt of {mpo['prompt']} tokens, K = 4 responses of {mpo['responses']} tokens "
+        f"({mpo['tokens']} real tokens in the plain layout). Timed: MPO's model work per update (snapshot and "
+        "magnet log-probs, policy forward + backward + AdamW step); the plain and the prefix-shared layout "
+        f"alternate in one process (A B A B), {args.repeats} times each. Load {before} -> {loadavg()}.\n",
+        "| layout | median (s) | real tokens/s | all times (s) |",
+        "|---|---:|---:|---|",
+        *[f"| {n} | {med[n]:.2f} | {mpo['tokens'] / med[n]:,.0f} | {', '.join(f'{t:.2f}' for t in ts)} |"
+          for n, ts in mpo["times"].items()],
+        f"\n- prefix-shared / plain MPO update: **{med['plain'] / med['prefix-shared']:.2f}x** (target >= 1.5x); "
+        f"peak RSS of the process (both layouts) {mpo['peak_rss']:,.0f} MB\n",
+    ]
+    return "\n".join(lines)
+
+
+def profile_section(spec: str, args, tmp_root: Path) -> str:
+    shape = model_shape(spec)
+    cfg = {"threads": args.threads, "seed": 0, "model": spec, "data_vocab": shape["vocab"], "batch": args.pairs,
+           "steps": 1, "long_tailed": True, "prefix_sharing": True, "pack_tokens": 1024}  # fmt: skip
+    before = loadavg()
+    prof = run_solo("profile", cfg, tmp_root)
+    return "\n".join([
+        f"### Profile of the final step: prefix-shared + packed DPO, `{spec}`, {args.pairs} pair(s)\n",
+        f"One step after a warm-up step on the benchmark's first batch, {prof['tokens']} real tokens, "
+        f"{prof['wall']:.2f} s under torch.profiler ({args.threads} thread; load {before} -> {loadavg()}). "
+        "Top operators by self CPU time:\n",
+        "```",
+        prof["table"].rstrip(),
+        "```\n",
+    ])  # fmt: skip
+
+
+def generation_section(spec: str, args, tmp_root: Path) -> str:
+    shape = model_shape(spec)
+    cfg = {"threads": args.threads, "seed": 0, "model": spec, "data_vocab": shape["vocab"], "prompts": 4,
+           "prompt": 128, "new_tokens": 32, "repeats": args.repeats}  # fmt: skip
+    before = loadavg()
+    gen = run_solo("real generation", cfg, tmp_root)
+    med = {n: statistics.median(t) for n, t in gen["times"].items()}
+    return "\n".join([
+        f"### Generation: `{spec}`, 4 prompts of <= 128 tokens, 32 sampled tokens each\n",
+        "| path | new tokens | median (s) | tokens/s | all times (s) |",
+        "|---|---:|---:|---:|---|",
+        *[f"| {n} | {gen['tokens'][n]} | {med[n]:.2f} | {gen['tokens'][n] / med[n]:,.1f} | "
+          f"{', '.join(f'{t:.2f}' for t in gen['times'][n])} |" for n in med],
+        f"\nAlternating A B, {args.repeats} times each; load {before} -> {loadavg()}.\n",
+    ])  # fmt: skip
+
+
 NOTES = """## What makes the step fast, and where each optimization shows up above
 
 | optimization | evidence in this report |
@@ -756,6 +1091,7 @@ NOTES = """## What makes the step fast, and where each optimization shows up abo
 | reference passes under `no_grad` (no autograd state) | `lit_pref DPO` vs `lit_pref SFT` (the reference forward is the whole difference) |
 | precomputed reference log-probs (`lit_pref.Precomputed`) | `lit_pref DPO, precomputed ref` vs `lit_pref SFT` |
 | length-aware batching (`data.group_by_length`) | the length-aware batching table (padding, real tokens/s) |
+| prefix sharing and packing (`prefix_sharing`, `pack_tokens`) | the real-model section (`tools/bench.py --model`) |
 | KV-cached, batched, left-padded generation | the generation table (vs one prompt at a time, vs no KV cache) |
 
 Lightning's own per-step cost, profiled once against the bare loop on a tiny batch (2 pairs x 16 tokens): about

@@ -30,6 +30,7 @@ from lit_pref.models.loading import (
     prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
+from lit_pref.models.packing import SequenceLayout
 from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -58,6 +59,11 @@ class PolicyModule(pl.LightningModule):
         max_logits_elements: The LM head scores only response tokens, at most this many logits (rows x vocab)
             at a time; more rows run in chunks recomputed in the backward pass, bounding peak memory at large
             vocabularies. null: the plain path through the full (batch, length, vocab) logits.
+        prefix_sharing: Score rows that continue the same prompt (chosen and rejected, K samples of a group) as
+            one sequence: the prompt once, each response after it, masked so responses never see each other.
+            Same log-probs as the plain batch, fewer tokens; for the policy and every companion model.
+        pack_tokens: Pack the batch's sequences into rows of at most this many tokens (block-diagonal masks, no
+            padding between them); null keeps one sequence per row, padded to the longest.
         text_as_chat: Linked from `data.text_as_chat`: how texts are rendered for scoring outside the data module.
         sampling: Generation settings (lit_pref.SamplingConfig) of `predict` (default: greedy) and, for online
             methods, of their rollouts (default: the method's own).
@@ -87,6 +93,8 @@ class PolicyModule(pl.LightningModule):
         max_length: int = 512,
         max_prompt_length: int = 256,
         max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
+        prefix_sharing: bool = False,
+        pack_tokens: int | None = None,
         text_as_chat: bool = False,
         sampling: SamplingConfig | None = None,
     ):
@@ -94,7 +102,8 @@ class PolicyModule(pl.LightningModule):
         for name, value, bounds in (("lr", lr, {"ge": 0}), ("weight_decay", weight_decay, {"ge": 0}),
                                     ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
                                     ("max_prompt_length", max_prompt_length, {"ge": 1}),
-                                    ("max_logits_elements", max_logits_elements, {"ge": 1})):  # fmt: skip
+                                    ("max_logits_elements", max_logits_elements, {"ge": 1}),
+                                    ("pack_tokens", pack_tokens, {"ge": 1})):  # fmt: skip
             check_range(f"model.init_args.{name}", value, **bounds)
         self.save_hyperparameters(ignore=list(self.object_args))
         self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
@@ -165,6 +174,7 @@ class PolicyModule(pl.LightningModule):
         )
         self.policy.train()  # from_pretrained returns eval mode
         for provider in self.companions().values():
+            provider.use_layout(self.layout)
             provider.attach(self)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
             self._shard(self.device_mesh["data_parallel"])
@@ -244,8 +254,13 @@ class PolicyModule(pl.LightningModule):
         self._prepare_companions()
 
     # -- log-probs and generation -------------------------------------------------------------------------
+    @property
+    def layout(self) -> SequenceLayout:
+        """How batches are laid out for every forward (policy and companions): `prefix_sharing`, `pack_tokens`."""
+        return SequenceLayout(self.hparams.prefix_sharing, self.hparams.pack_tokens)
+
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
-        return sequence_logps(self.policy, batch, self.hparams.max_logits_elements)
+        return sequence_logps(self.policy, batch, self.hparams.max_logits_elements, self.layout)
 
     def sample(
         self,

@@ -117,7 +117,7 @@ class MPO(OnlineModule):
             key: v.to(self.device)
             for key, v in sequences_batch(rows, responses, self.tokenizer.pad_token_id).items()
         }
-        snapshot = sequence_logps(self.policy, seqs).sum.view(n, k)
+        snapshot = sequence_logps(self.policy, seqs, layout=self.layout).sum.view(n, k)
         magnet = self.magnet.token_logps(seqs).sum.view(n, k)
         magnet_texts, magnet_spent = self._magnet_samples(prompts)
         texts = (

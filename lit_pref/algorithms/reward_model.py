@@ -32,9 +32,10 @@ class ScorerModule(PolicyModule):
     def lora_task_type(self) -> str:
         return "SEQ_CLS"
 
-    def scores(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """One scalar per sequence, read at its last attended position."""
-        return last_token_scores(self.policy, input_ids, attention_mask)
+    def scores(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        """One scalar per sequence, read at its last attended position. With `labels` (prompt positions -100),
+        rows that continue the same prompt share it when `prefix_sharing` is on."""
+        return last_token_scores(self.policy, input_ids, attention_mask, labels, self.layout)
 
     def score_texts(self, prompts: list, responses: list, batch_size: int = 32) -> Tensor:
         """Scores of (prompt, response) texts, rendered exactly as the training rows were (the data's settings)."""
@@ -68,7 +69,7 @@ class RewardModel(ScorerModule):
 
     def compute_loss(self, batch):
         n = batch["num_pairs"]
-        rewards = self.scores(batch["input_ids"], batch["attention_mask"])
+        rewards = self.scores(batch["input_ids"], batch["attention_mask"], batch.get("labels"))
         chosen, rejected = rewards[:n], rewards[n:]
         loss = bradley_terry_loss(chosen, rejected).mean()
         if self.center_rewards:

@@ -26,6 +26,7 @@ from lit_pref.atomic import atomic_write
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.loading import DType, is_peft, load_causal_lm, model_fingerprint
 from lit_pref.models.logprobs import TokenLogps, sequence_logps
+from lit_pref.models.packing import PLAIN, SequenceLayout
 from lit_pref.models.tiny import cache_root
 
 if TYPE_CHECKING:
@@ -96,8 +97,15 @@ class CompanionModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.checkpointed = self.persistent
+        self.layout = PLAIN
         self._register_state_dict_hook(_drop_own_keys)
         self._register_load_state_dict_pre_hook(_keep_own_weights, with_module=True)
+
+    def use_layout(self, layout: SequenceLayout) -> None:
+        """Lay batches out like the owner's policy (prefix sharing, packing); passed on to wrapped providers."""
+        for provider in self.modules():
+            if isinstance(provider, CompanionModel):
+                provider.layout = layout
 
     def attach(self, owner: PolicyModule) -> None:
         """Build or bind the frozen model once the policy exists (called from `configure_model`)."""
@@ -149,7 +157,7 @@ class _OwnWeights(CompanionModel):
 
     @torch.no_grad()
     def token_logps(self, batch: dict) -> TokenLogps:
-        return sequence_logps(self.model, batch)
+        return sequence_logps(self.model, batch, layout=self.layout)
 
 
 class FrozenCopy(_OwnWeights):
@@ -214,7 +222,7 @@ class DisabledAdapter(CompanionModel):
         policy.eval()
         try:
             with policy.disable_adapter():
-                return sequence_logps(policy, batch)
+                return sequence_logps(policy, batch, layout=self.layout)
         finally:
             policy.train(was_training)
 

@@ -8,6 +8,10 @@ By default the LM head itself is selective too (`response_head_logps`): the deco
 labelled positions go through the output projection, in row chunks of at most `max_logits_elements` logits that
 are recomputed in the backward pass, so the (N, T, V) logits tensor never exists. `max_logits_elements=None`
 keeps the plain path (full logits), which tests hold it equal to.
+
+A `SequenceLayout` (lit_pref.models.packing) shares the prompt of rows that continue the same prompt and packs
+sequences without padding; the decoder then runs on the rewritten batch and its hidden states are gathered back
+into the batch's own (B, T) shape, so the result is the same `TokenLogps`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from lit_pref.models.packing import PLAIN, Layout, SequenceLayout, plan_layout, supports_layout
 
 IGNORE_INDEX = -100
 #: default bound on the logits (rows x vocab) one LM-head chunk materializes: 64 MiB in float32
@@ -115,14 +121,17 @@ class _ResponseHead(nn.Module):
     labelled positions, shape (B, T-1), instead of logits. Running inside the model's own forward keeps every
     wrapper's hooks in play: PEFT adapters, and FSDP2 (the root's weights are unsharded during its forward)."""
 
-    def __init__(self, head: nn.Module, labels: Tensor, chunk_rows: int):
+    def __init__(self, head: nn.Module, labels: Tensor, chunk_rows: int, plan: Layout | None = None):
         super().__init__()
         self.head = head
         self.labels = labels
         self.chunk_rows = chunk_rows
+        self.plan = plan
         self.result: TokenLogps | None = None
 
     def forward(self, hidden: Tensor) -> Tensor:
+        if self.plan is not None:
+            hidden = self.plan.unpack(hidden)
         self.result = response_head_logps(self.head, hidden, self.labels, self.chunk_rows)
         return self.result.logps
 
@@ -144,22 +153,39 @@ def _head_slot(model: nn.Module) -> tuple[nn.Module, str, nn.Module] | None:
     return None
 
 
+def layout_inputs(
+    model: nn.Module, batch: dict[str, Tensor], layout: SequenceLayout
+) -> tuple[dict[str, Tensor], Layout | None]:
+    """The model's keyword inputs for the batch in `layout`, and the plan that unpacks its outputs (None: the
+    plain padded batch, also for models whose attention cannot take the layout's mask)."""
+    mask = batch["attention_mask"]
+    right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())  # the layouts read rows as prompt, response, pad
+    if layout.plain or not right_padded or not supports_layout(model):
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}, None
+    plan = plan_layout(batch, layout)
+    return {**plan.model_inputs(model), "use_cache": False}, plan
+
+
 def sequence_logps(
-    model: nn.Module, batch: dict[str, Tensor], max_logits_elements: int | None = MAX_LOGITS_ELEMENTS
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
+    layout: SequenceLayout = PLAIN,
 ) -> TokenLogps:
     """One forward of `model` over the batch (chosen+rejected already concatenated for pairwise data).
 
     With `max_logits_elements` set (the default) the LM head scores only response positions, in chunks (see
     `response_head_logps`); None, or a model whose head cannot be swapped, takes the plain path through the
-    full (B, T, V) logits. Both give the same log-probs.
+    full (B, T, V) logits. Both give the same log-probs, and so does every `layout` (prefix sharing, packing).
     """
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    inputs, plan = layout_inputs(model, batch, layout)
     slot = _head_slot(model) if max_logits_elements is not None else None
     if slot is None:
-        return token_logps_from_logits(model(**inputs).logits, batch["labels"])
+        logits = model(**inputs).logits
+        return token_logps_from_logits(plan.unpack(logits) if plan else logits, batch["labels"])
     parent, name, head = slot
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or getattr(head, "out_features", 1)
-    response_head = _ResponseHead(head, batch["labels"], max(1, max_logits_elements // vocab))
+    response_head = _ResponseHead(head, batch["labels"], max(1, max_logits_elements // vocab), plan)
     setattr(parent, name, response_head)
     try:
         model(**inputs)

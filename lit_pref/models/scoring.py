@@ -5,13 +5,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lit_pref.models.logprobs import layout_inputs
+from lit_pref.models.packing import PLAIN, SequenceLayout
 
-def last_token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+
+def last_token_scores(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    labels: Tensor | None = None,
+    layout: SequenceLayout = PLAIN,
+) -> Tensor:
     """One float per sequence: the score head applied to the hidden state of the last position whose
-    attention mask is 1 (right or left padding alike, and correct when the pad token is also EOS)."""
+    attention mask is 1 (right or left padding alike, and correct when the pad token is also EOS). `layout`
+    shares prompts (told apart by `labels`) and packs rows, with the same scores."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a LoRA wrapper
     body, head = getattr(inner, inner.base_model_prefix), inner.score
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    inputs, plan = layout_inputs(body, batch, layout)
+    hidden = body(**inputs).last_hidden_state
+    hidden = plan.unpack(hidden) if plan is not None else hidden
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (attention_mask * positions).argmax(-1)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

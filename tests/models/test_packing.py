@@ -1,0 +1,243 @@
+"""Prefix-shared and packed layouts: the same log-probs, gradients and scores as the plain padded batch."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+import lit_pref
+from lit_pref.models.batching import sequences_batch
+from lit_pref.models.loading import load_causal_lm
+from lit_pref.models.logprobs import sequence_logps
+from lit_pref.models.packing import SequenceLayout, block_mask, plan_layout, supports_layout
+from tests.helpers import Recorder, data_module, trainer
+
+LAYOUTS = [SequenceLayout(True), SequenceLayout(True, 48), SequenceLayout(False, 40), SequenceLayout(True, 1)]
+
+
+def ids(g: torch.Generator, n: int) -> list[int]:
+    return torch.randint(16, 1000, (n,), generator=g).tolist()
+
+
+def pair_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """3 pairs: responses of very different lengths, one truncated to nothing, one prompt filling the row."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [ids(g, 5), ids(g, 9), ids(g, 30)]
+    chosen = [ids(g, 2), ids(g, 1), ids(g, 0)]
+    rejected = [ids(g, 17), ids(g, 0), ids(g, 1)]
+    return sequences_batch(prompts + prompts, chosen + rejected, pad_id=0)
+
+
+def group_batch(k: int = 4, seed: int = 1) -> dict[str, torch.Tensor]:
+    """2 prompts x K samples, prompt-major (MPO's rollout rows)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [ids(g, 12), ids(g, 4)]
+    rows = [p for p in prompts for _ in range(k)]
+    return sequences_batch(rows, [ids(g, 1 + 3 * i) for i in range(len(rows))], pad_id=0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return load_causal_lm("builtin:tiny", "float32", "test")
+
+
+def logps_and_grads(model: nn.Module, batch, layout=SequenceLayout()):
+    model.zero_grad()
+    out = sequence_logps(model, batch, layout=layout)
+    (out.sum * torch.linspace(0.5, 1.5, out.sum.shape[0])).sum().backward()  # every row weighs differently
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+def assert_same(model, batch, layout):
+    assert supports_layout(model)  # the layout really runs (no silent fallback to the plain batch)
+    plain, plain_grads = logps_and_grads(model, batch)
+    shared, shared_grads = logps_and_grads(model, batch, layout)
+    assert torch.equal(plain.mask, shared.mask)
+    torch.testing.assert_close(shared.logps, plain.logps, rtol=0, atol=1e-5)
+    assert plain_grads.keys() == shared_grads.keys() and plain_grads
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+@pytest.mark.parametrize("make_batch", [pair_batch, group_batch])
+def test_layouts_give_the_plain_log_probs_and_gradients(tiny, layout, make_batch):
+    batch = make_batch()
+    plan = plan_layout(batch, layout)
+    real = int(batch["attention_mask"].sum())
+    if layout.prefix_sharing:  # the shared prompts are in the forward once
+        assert int((plan.input_ids != 0).sum()) < real
+    assert_same(tiny, batch, layout)
+
+
+def test_plan_of_one_pair_by_hand():
+    # prompt [5, 6], chosen [7], rejected [8, 9]: one sequence 5 6 7 8 9
+    batch = sequences_batch([[5, 6], [5, 6]], [[7], [8, 9]], pad_id=0)
+    plan = plan_layout(batch, SequenceLayout(True))
+    assert plan.input_ids.tolist() == [[5, 6, 7, 8, 9]]
+    assert plan.position_ids.tolist() == [[0, 1, 2, 2, 3]]  # both responses start right after the prompt
+    assert plan.index[0, :3].tolist() == [0, 1, 2] and plan.index[1].tolist() == [0, 1, 3, 4]
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],  # chosen: prompt and itself
+        [1, 1, 0, 1, 0],  # rejected's first token: prompt and itself, never the chosen token
+        [1, 1, 0, 1, 1],
+    ], dtype=torch.bool)  # fmt: skip
+    assert torch.equal(plan.attention_mask[0, 0], expected)
+
+
+def test_no_response_token_sees_another_response(tiny):
+    batch = group_batch(k=4)
+    plan = plan_layout(batch, SequenceLayout(True, 64))
+    # which original row each packed token belongs to (prompt tokens: shared, -1)
+    owner = torch.full(plan.input_ids.shape, -1).view(-1)
+    labelled = batch["labels"] != -100
+    for b in range(batch["input_ids"].shape[0]):
+        owner[plan.index[b][labelled[b]]] = b
+    owner = owner.view(plan.input_ids.shape)
+    mask = plan.attention_mask[:, 0]
+    for r in range(mask.shape[0]):
+        q, k = mask[r].nonzero(as_tuple=True)
+        both = (owner[r, q] >= 0) & (owner[r, k] >= 0)
+        assert torch.equal(owner[r, q][both], owner[r, k][both])  # response -> response only within a row
+    # and perturbing one response leaves every other row's log-probs exactly as they were
+    before = sequence_logps(tiny, batch, layout=SequenceLayout(True, 64))
+    changed = {k: v.clone() for k, v in batch.items()}
+    row1 = labelled[1].nonzero().squeeze(-1)
+    changed["input_ids"][1, row1] = changed["labels"][1, row1] = 777
+    after = sequence_logps(tiny, changed, layout=SequenceLayout(True, 64))
+    others = [b for b in range(batch["input_ids"].shape[0]) if b != 1]
+    assert torch.equal(after.logps[others], before.logps[others])
+    assert not torch.allclose(after.logps[1], before.logps[1])
+
+
+def test_block_mask_pads_see_only_themselves():
+    group = torch.tensor([[0, 0, 1, -4, -5]])
+    segment = torch.tensor([[0, 1, 0, 0, 0]])
+    mask = block_mask(group, segment)[0, 0]
+    assert mask[3].tolist() == [False, False, False, True, False]
+    assert mask[2].tolist() == [False, False, True, False, False]  # a new sequence starts: block-diagonal
+
+
+def test_lora_policy_and_disabled_adapter_share_prefixes():
+    from lit_pref.models.loading import LoraSettings, prepare_trainable
+
+    torch.manual_seed(0)
+    policy = prepare_trainable(load_causal_lm("builtin:tiny", "float32", "test"), LoraSettings(r=4), False, "CAUSAL_LM")
+    with torch.no_grad():  # a trained-looking adapter, so adapter on and off differ
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    batch = pair_batch()
+    assert_same(policy, batch, SequenceLayout(True, 48))
+    reference = lit_pref.DisabledAdapter()
+    reference.attach(type("Owner", (), {"policy": policy})())
+    plain = reference.token_logps(batch)
+    reference.use_layout(SequenceLayout(True))
+    torch.testing.assert_close(reference.token_logps(batch).logps, plain.logps, rtol=0, atol=1e-5)
+    assert not torch.allclose(plain.sum, sequence_logps(policy, batch).sum)  # the adapter really was off
+
+
+def test_eager_attention_takes_the_additive_mask():
+    torch.manual_seed(0)
+    model = load_causal_lm("builtin:tiny", "float32", "test")
+    model.config._attn_implementation = "eager"
+    assert_same(model, pair_batch(), SequenceLayout(True, 48))
+
+
+def test_models_without_a_mask_path_and_left_padding_keep_the_plain_layout(tiny):
+    class Stub(nn.Module):
+        config = type("Config", (), {"_attn_implementation": "flash_attention_2"})()
+
+    with pytest.warns(UserWarning, match="flash_attention_2.*plain padded layout"):
+        assert not supports_layout(Stub())
+    batch = pair_batch()
+    left = {k: v.flip(-1) for k, v in batch.items()}  # left-padded rows (reversed tokens: any content will do)
+    torch.testing.assert_close(
+        sequence_logps(tiny, left, layout=SequenceLayout(True)).logps, sequence_logps(tiny, left).logps,
+        rtol=0, atol=0,
+    )  # fmt: skip
+
+
+def test_module_option_reaches_policy_reference_and_precomputed_source():
+    module = lit_pref.DPO(prefix_sharing=True, pack_tokens=64, reference=lit_pref.Precomputed())
+    module.configure_model()
+    assert module.layout == SequenceLayout(True, 64)
+    assert module.reference.layout == module.reference.source.layout == module.layout
+    batch = pair_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tiny model takes the mask: no fallback warning
+        shared = module.reference.source.token_logps(batch)
+    module.reference.use_layout(SequenceLayout())
+    torch.testing.assert_close(shared.logps, module.reference.source.token_logps(batch).logps, rtol=0, atol=1e-5)
+
+
+def test_reward_model_scores_with_shared_prompts():
+    torch.manual_seed(0)
+    module = lit_pref.RewardModel(prefix_sharing=True)
+    module.configure_model()
+    batch = pair_batch()
+    plain = module.scores(batch["input_ids"], batch["attention_mask"])
+    shared = module.scores(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)
+
+
+def dpo_losses(reference_kind: str, **layout) -> list[float]:
+    pl.seed_everything(0, verbose=False)
+    rec = Recorder()
+    reference = lit_pref.Precomputed() if reference_kind == "precomputed" else None
+    module = lit_pref.DPO(lr=1e-3, reference=reference, **layout)
+    trainer(4, [rec], limit_val_batches=0).fit(module, data_module(max_rows=32, batch_size=8))
+    return [loss for _, loss, _ in rec.steps]
+
+
+@pytest.mark.parametrize("reference_kind", ["frozen", "precomputed"])
+def test_seeded_dpo_runs_equal_with_prefix_sharing_on_and_off(reference_kind):
+    plain = dpo_losses(reference_kind)
+    shared = dpo_losses(reference_kind, prefix_sharing=True, pack_tokens=96)
+    assert len(plain) == 4 and plain[-1] < plain[0]  # it trained, so equality means something
+    assert shared == pytest.approx(plain, abs=1e-5)
+
+
+def mpo_losses(**layout) -> list[float]:
+    pl.seed_everything(0, verbose=False)
+    rec = Recorder()
+    data = lit_pref.PreferenceDataModule(
+        train="task:reviews", format="prompt", task_options={"num_rows": 16}, text_as_chat=True,
+        max_length=40, max_prompt_length=24, batch_size=2,
+    )  # fmt: skip
+    module = lit_pref.MPO(
+        oracle=lit_pref.BradleyTerryOracle(lit_pref.TaskReward("reviews"), tau=0.25), num_samples=4,
+        updates_per_rollout=2, sampling=lit_pref.SamplingConfig(max_new_tokens=8), lr=1e-3, **layout,
+    )  # fmt: skip
+    trainer(4, [rec], limit_val_batches=0).fit(module, data)
+    return [loss for _, loss, _ in rec.steps]
+
+
+def test_seeded_mpo_runs_equal_with_prefix_sharing_on_and_off():
+    plain = mpo_losses()
+    shared = mpo_losses(prefix_sharing=True)
+    assert len(plain) == 4 and len(set(plain)) > 1
+    # float32 rounding of log-prob sums differs by summation order; the loss squares log-ratio sums, so the
+    # difference is relative (1.3e-5 on a loss of 1.30 here)
+    assert shared == pytest.approx(plain, rel=2e-5, abs=1e-5)
+
+
+def test_config_fragment_runs_after_a_method_config(tmp_path):
+    from lit_pref.cli import main
+    from tests.conftest import REPO
+
+    run = main(["fit", "--config", str(REPO / "configs/dpo.yaml"),
+                "--config", str(REPO / "configs/prefix_sharing.yaml"), "--trainer.max_steps", "2",
+                "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+                "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+    assert run.model.layout == SequenceLayout(True, 128)
+    assert all(p.layout == run.model.layout for p in run.model.companions().values())
+    assert run.trainer.global_step == 2
