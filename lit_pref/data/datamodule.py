@@ -113,6 +113,24 @@ def row_lengths(dataset) -> list[int]:
     return [p + max(c) for p, *c in zip(prompts, *completions)]
 
 
+def fit_validation_interval(trainer, batches: int) -> None:
+    """Clamp an integer `trainer.val_check_interval` to the training batches of one epoch (per process).
+
+    Lightning refuses an interval longer than an epoch, so a shipped config's "validate every 20 steps" would fail
+    on a smaller dataset, more devices or a larger batch; validating at each epoch's end instead keeps it running.
+    """
+    if trainer is None or not isinstance(trainer.val_check_interval, int) or trainer.check_val_every_n_epoch is None:
+        return
+    limit = trainer.limit_train_batches
+    epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if 0 < epoch < trainer.val_check_interval:
+        rank_zero_info(
+            f"lit_pref: trainer.val_check_interval ({trainer.val_check_interval}) is more than the {epoch} training "
+            f"batches of an epoch (per process); validating every {epoch} batches (at each epoch's end) instead"
+        )
+        trainer.val_check_interval = epoch
+
+
 class PreferenceDataModule(pl.LightningDataModule):
     """Loads, validates, renders and batches rows for every lit_pref method.
 
@@ -405,6 +423,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             drop_last=True,
             repeats=self.batch_repeats,
         )
+        fit_validation_interval(self.trainer, len(self._train_loader))
         return self._train_loader
 
     def train_sampler(self) -> EpochShuffleSampler:
