@@ -119,7 +119,11 @@ def fit_validation_interval(trainer, batches: int) -> None:
     Lightning refuses an interval longer than an epoch, so a shipped config's "validate every 20 steps" would fail
     on a smaller dataset, more devices or a larger batch; validating at each epoch's end instead keeps it running.
     """
-    if trainer is None or not isinstance(trainer.val_check_interval, int) or trainer.check_val_every_n_epoch is None:
+    if (
+        trainer is None
+        or not isinstance(trainer.val_check_interval, int)
+        or trainer.check_val_every_n_epoch is None
+    ):
         return
     limit = trainer.limit_train_batches
     epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
@@ -137,7 +141,8 @@ class PreferenceDataModule(pl.LightningDataModule):
     Args:
         tokenizer: Tokenizer (and, unless the model says otherwise, policy) to use: a local Hugging Face
             folder, a hub name, or 'builtin:tiny'. Linked to the model's `tokenizer`.
-        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name',
+        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name', a local
+            folder laid out like a hub dataset (data/*.parquet and a README.md card; read as 'hub:' reads it),
             'python:package.module:function' (imports and runs that code: only name code you trust), or
             'task:<name>' (a built-in task, e.g. task:reviews; needs `format`).
         val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
@@ -278,7 +283,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             example = validate_row(row, fmt, mapping, spec, index)
             return {"source_row": index, **encode_example(renderer, example, fmt)}
 
-        identity = f"{source_fingerprint(spec, raw)}|{fmt}|{self._settings_key()}"
+        identity = f"{source_fingerprint(spec, raw, self.splits[stage])}|{fmt}|{self._settings_key()}"
         fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
         encoded = raw.map(
             encode,
