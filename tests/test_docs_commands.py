@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tools.docs_commands import DocCommand, docs_commands, extract, run, runnable_args, why_not_run
+from tools.docs_commands import (
+    DocCommand,
+    docs_commands,
+    extract,
+    run,
+    runnable_args,
+    scratch_folder,
+    why_not_run,
+)
 
 MARKDOWN = """# Title
 
@@ -52,11 +60,13 @@ def test_the_docs_show_the_quickstart_and_the_device_composition():
     assert commands[composition].skip == ""
 
 
-def test_ci_subset_runs_the_fsdp2_composition_on_two_processes(tiny_path):
+def test_ci_subset_runs_the_fsdp2_composition_on_two_processes(tiny_path, tmp_path):
     """The README's FSDP2 composition: 16 batches per process per epoch, val_check_interval 20 (clamped)."""
     command = DocCommand(
         "README.md",
         "python -m lit_pref fit --config configs/dpo.yaml --config configs/strategy/fsdp2.yaml --trainer.devices 2",
     )
-    ok, wall, tail = run(command, timeout_s=300)
-    assert ok, tail
+    ok, _, output = run(command, scratch_folder(tmp_path), timeout_s=300)
+    assert ok, output[-3000:]
+    note = "trainer.val_check_interval (20) is more than the 16 training batches of an epoch (per process)"
+    assert note in output

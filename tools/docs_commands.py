@@ -6,9 +6,10 @@
     python tools/docs_commands.py --real           # also the real-model (SmolLM2) commands
 
 Commands are taken from code blocks and inline code. Training commands get `--trainer.max_steps 2` and one
-validation batch appended (later flags win), `crossfit` gets two folds of two steps. Each runs from a scratch
-folder whose configs/, tools/ and docs/ link to the repository, so relative paths resolve and logs, checkpoints
-and exports land there, not in the repository. A command is not run when it holds a placeholder (`<method>`,
+validation batch appended (later flags win), `crossfit` gets two folds of two steps. They run in the order the
+docs give them (a command may read what an earlier one wrote) from one scratch folder whose configs/, tools/ and
+docs/ link to the repository, so relative paths resolve and logs, checkpoints and exports land there, not in the
+repository. A command is not run when it holds a placeholder (`<method>`,
 `...`) or reads a file the repository does not have (`/models/my-sft-model`, `my_pairs.jsonl`): the docs show it
 for the reader's own files. Exit status 1 when a run command fails.
 """
@@ -118,29 +119,29 @@ def runnable_args(command: DocCommand) -> list[str]:
     return args
 
 
-def scratch_folder() -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="lit_pref_docs_"))
+def scratch_folder(parent: Path | None = None) -> Path:
+    """A new folder (under `parent`, default the temp folder) whose configs/, tools/, docs/ link to the repo."""
+    folder = Path(tempfile.mkdtemp(prefix="lit_pref_docs_", dir=parent))
     for name in ("configs", "tools", "docs"):
         (folder / name).symlink_to(REPO / name)
     return folder
 
 
-def run(command: DocCommand, timeout_s: float = 600.0) -> tuple[bool, float, str]:
-    """Run one command in a scratch folder: (passed, wall seconds, the last lines of its output)."""
+def run(command: DocCommand, folder: Path | None = None, timeout_s: float = 600.0) -> tuple[bool, float, str]:
+    """Run one command in `folder` (default: a new scratch folder): (passed, wall seconds, its output)."""
     start = time.monotonic()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "lit_pref", *runnable_args(command)],
-            cwd=scratch_folder(),
+            cwd=folder or scratch_folder(),
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env=None,
         )
         ok, output = done.returncode == 0, done.stdout + done.stderr
     except subprocess.TimeoutExpired:
         ok, output = False, f"timed out after {timeout_s:.0f} s"
-    return ok, time.monotonic() - start, "\n".join(output.strip().splitlines()[-6:])
+    return ok, time.monotonic() - start, output
 
 
 def docs_commands(include_real: bool = False, match: str | None = None) -> list[DocCommand]:
@@ -167,17 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per command (default 600)")
     args = parser.parse_args(argv)
     commands = docs_commands(args.real, args.match)
+    folder = (
+        scratch_folder()
+    )  # one for the whole run: a command may read what an earlier one wrote (crossfit)
     passed = ran = 0
     for command in commands:
         if command.skip or args.list:
             print(f"{'list' if not command.skip else 'skip'}  {command.source}  {command.text}"
                   + (f"  ({command.skip})" if command.skip else ""), flush=True)  # fmt: skip
             continue
-        ok, wall, tail = run(command, args.timeout)
+        ok, wall, output = run(command, folder, args.timeout)
         ran, passed = ran + 1, passed + ok
         print(f"{'pass' if ok else 'FAIL'}  {command.source}  {command.text}  ({wall:.0f} s)", flush=True)
         if not ok:
-            print("      " + tail.replace("\n", "\n      "), flush=True)
+            print("      " + "\n      ".join(output.strip().splitlines()[-6:]), flush=True)
+    print(f"logs, checkpoints and exports of the runs: {folder}")
     print(f"docs commands: found {len(commands)}, run {ran}, passing {passed}")
     return 0 if passed == ran else 1
 
