@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'pass' if ok else 'FAIL'}  {command.source}  {command.text}  ({wall:.0f} s)", flush=True)
         if not ok:
             print("      " + "\n      ".join(output.strip().splitlines()[-6:]), flush=True)
-    print(f"logs, checkpoints and exports of the runs: {folder}")
+    if folder is not None:
+        print(f"logs, checkpoints and exports of the runs: {folder}")
     print(f"docs commands: found {len(commands)}, run {ran}, passing {passed}")
     return 0 if passed == ran else 1
 
