@@ -207,8 +207,8 @@ HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 def hh_messages(text: str) -> list[dict[str, str]] | None:
     """The messages of an HH-style string (a trailing empty "Assistant:" turn dropped), or None if it is not one."""
     parts = HH_TURN.split(text)
-    if len(parts) < 3 or parts[0].strip() or parts[1] != "Human":
-        return None
+    if len(parts) < 5 or parts[0].strip() or parts[1] != "Human" or "Assistant" not in parts[3::2]:
+        return None  # an HH conversation starts with a Human turn and has an Assistant one
     messages = [{"role": HH_ROLES[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
     if messages[-1] == {"role": "assistant", "content": ""}:
         messages.pop()

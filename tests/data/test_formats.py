@@ -82,6 +82,7 @@ def test_hh_strings_parse_into_turns_and_a_trailing_empty_assistant_turn_is_the_
     )
     assert hh_messages("Human: q\n\nAssistant: a") == messages("q", "a")
     assert hh_messages("The lamp is fine.") is None
+    assert hh_messages("Human: a reply that only starts like HH") is None
     assert hh_messages("\n\nAssistant: an answer first") is None
 
 
@@ -148,9 +149,9 @@ SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 
 def hand_built(tok, turns: list[tuple[str, str]]) -> tuple[list[int], Callable[[str], list[int]]]:
-    """A prompt's ids as SmolLM2's template writes it, <|im_start|>role\ncontent<|im_end|>\n per turn and then
-    <|im_start|>assistant\n, with special tokens by id and the text between them tokenized on its own; and a
-    function giving a reply's ids, reply<|im_end|>\n."""
+    """A prompt's ids as SmolLM2's template writes it ("<|im_start|>{role}, newline, {content}<|im_end|>, newline"
+    per turn, then "<|im_start|>assistant", newline), special tokens by id and the text between them tokenized on
+    its own; and a function giving a reply's ids ("{reply}<|im_end|>", newline)."""
     start, end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     text = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     ids = []
