@@ -28,8 +28,8 @@ from lit_pref.errors import DataError, check_range
 from lit_pref.models.loading import load_tokenizer
 
 # Bump when the encoding of rows into token ids (or the set of rows kept) changes, so cached log-probs keyed on
-# it are not reused. 2: identical pairs are dropped.
-ENCODING_VERSION = 2
+# it are not reused. 2: identical pairs are dropped. 3: HH strings are parsed into turns.
+ENCODING_VERSION = 3
 # Why a row is dropped after tokenization, as counted in the per-split report.
 DROP_REASONS = {
     "empty_response": "empty response after truncation",
