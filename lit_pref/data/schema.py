@@ -269,7 +269,8 @@ def validate_row(
         columns = (mapping["chosen"], mapping["rejected"])
         chosen, rejected = (_conversation(_check_text(row[c], source, index, c)) for c in columns)
         given = None if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
-        if given is None or (isinstance(chosen, list) and chosen[0]["role"] != "assistant"):
+        whole = all(isinstance(t, list) and t[0]["role"] != "assistant" for t in (chosen, rejected))
+        if given is None or whole:
             # no prompt, or whole conversations (HH strings, UltraFeedback lists): the shared start is the prompt
             prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index, columns)
             if given is not None:
