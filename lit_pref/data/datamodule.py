@@ -28,8 +28,8 @@ from lit_pref.errors import DataError, check_range
 from lit_pref.models.loading import load_tokenizer
 
 # Bump when the encoding of rows into token ids (or the set of rows kept) changes, so cached log-probs keyed on
-# it are not reused. 2: identical pairs are dropped.
-ENCODING_VERSION = 2
+# it are not reused. 2: identical pairs are dropped. 3: HH strings are parsed into turns.
+ENCODING_VERSION = 3
 # Why a row is dropped after tokenization, as counted in the per-split report.
 DROP_REASONS = {
     "empty_response": "empty response after truncation",
@@ -113,13 +113,36 @@ def row_lengths(dataset) -> list[int]:
     return [p + max(c) for p, *c in zip(prompts, *completions)]
 
 
+def fit_validation_interval(trainer, batches: int) -> None:
+    """Clamp an integer `trainer.val_check_interval` to the training batches of one epoch (per process).
+
+    Lightning refuses an interval longer than an epoch, so a shipped config's "validate every 20 steps" would fail
+    on a smaller dataset, more devices or a larger batch; validating at each epoch's end instead keeps it running.
+    """
+    if (
+        trainer is None
+        or not isinstance(trainer.val_check_interval, int)
+        or trainer.check_val_every_n_epoch is None
+    ):
+        return
+    limit = trainer.limit_train_batches
+    epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if 0 < epoch < trainer.val_check_interval:
+        rank_zero_info(
+            f"lit_pref: trainer.val_check_interval ({trainer.val_check_interval}) is more than the {epoch} training "
+            f"batches of an epoch (per process); validating every {epoch} batches (at each epoch's end) instead"
+        )
+        trainer.val_check_interval = epoch
+
+
 class PreferenceDataModule(pl.LightningDataModule):
     """Loads, validates, renders and batches rows for every lit_pref method.
 
     Args:
         tokenizer: Tokenizer (and, unless the model says otherwise, policy) to use: a local Hugging Face
             folder, a hub name, or 'builtin:tiny'. Linked to the model's `tokenizer`.
-        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name',
+        train: Training rows: a file (.jsonl/.json/.parquet/.csv), a list of files, 'hub:owner/name', a local
+            folder laid out like a hub dataset (data/*.parquet and a README.md card; read as 'hub:' reads it),
             'python:package.module:function' (imports and runs that code: only name code you trust), or
             'task:<name>' (a built-in task, e.g. task:reviews; needs `format`).
         val: Validation rows, same kinds as `train`. If unset, `val_fraction` of `train` is held out.
@@ -260,7 +283,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             example = validate_row(row, fmt, mapping, spec, index)
             return {"source_row": index, **encode_example(renderer, example, fmt)}
 
-        identity = f"{source_fingerprint(spec, raw)}|{fmt}|{self._settings_key()}"
+        identity = f"{source_fingerprint(spec, raw, self.splits[stage])}|{fmt}|{self._settings_key()}"
         fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:16]
         encoded = raw.map(
             encode,
@@ -405,6 +428,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             drop_last=True,
             repeats=self.batch_repeats,
         )
+        fit_validation_interval(self.trainer, len(self._train_loader))
         return self._train_loader
 
     def train_sampler(self) -> EpochShuffleSampler:

@@ -7,6 +7,7 @@ A row becomes an `Example` whose text fields are either plain strings or convers
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -198,8 +199,32 @@ def _check_number(value: Any, source: str, row: int, column: str) -> float:
     return float(value)
 
 
-def _split_implicit_prompt(chosen: Text, rejected: Text, source: str, row: int) -> tuple[Text, Text, Text]:
-    """Conversational pairs given as whole conversations: the shared leading messages are the prompt."""
+# Anthropic HH-RLHF writes a whole conversation as one string: "\n\nHuman: ...\n\nAssistant: ...".
+HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def hh_messages(text: str) -> list[dict[str, str]] | None:
+    """The messages of an HH-style string (a trailing empty "Assistant:" turn dropped), or None if it is not one."""
+    parts = HH_TURN.split(text)
+    if len(parts) < 5 or parts[0].strip() or parts[1] != "Human" or "Assistant" not in parts[3::2]:
+        return None  # an HH conversation starts with a Human turn and has an Assistant one
+    messages = [{"role": HH_ROLES[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
+    if messages[-1] == {"role": "assistant", "content": ""}:
+        messages.pop()
+    return messages
+
+
+def _conversation(text: Text) -> Text:
+    """A whole conversation as messages: HH-style strings parsed, message lists and other strings unchanged."""
+    return (hh_messages(text) or text) if isinstance(text, str) else text
+
+
+def _split_implicit_prompt(
+    chosen: Text, rejected: Text, source: str, row: int, columns: tuple[str, str]
+) -> tuple[Text, Text, Text]:
+    """Pairs given as whole conversations: the leading messages both share are the prompt, what follows must be
+    assistant replies."""
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise row_error(
             source,
@@ -211,15 +236,28 @@ def _split_implicit_prompt(chosen: Text, rejected: Text, source: str, row: int) 
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
-    if shared == 0 or shared == len(chosen) or shared == len(rejected):
-        raise row_error(
-            source,
-            row,
-            "chosen",
-            "chosen and rejected share no leading prompt messages, or one has no reply",
-            "Give an explicit prompt column",
-        )
+    for column, text in zip(columns, (chosen, rejected)):
+        rest = text[shared:]
+        if shared == 0 or not rest or any(m["role"] != "assistant" for m in rest):
+            first = f"first differ at message {shared}" if shared else "differ from their first message"
+            raise row_error(
+                source, row, column, f"chosen and rejected do not share one prompt: they {first}, and {column} "
+                f"continues with roles {[m['role'] for m in rest]} where only assistant replies may follow",
+                "Make both conversations start with the same prompt messages, or give an explicit prompt column",
+            )  # fmt: skip
     return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def _check_same_prompt(given: Text, shared: list[dict[str, str]], source: str, row: int, column: str) -> None:
+    """A prompt column beside whole conversations (UltraFeedback): it must be the conversations' prompt, as the
+    same messages or as the text of the last user turn."""
+    given = _conversation(given)
+    if given != shared and given != shared[-1]["content"]:
+        raise row_error(
+            source, row, column, f"the prompt {given!r:.80} is not the prompt chosen and rejected start with "
+            f"({shared[-1]['content']!r:.80})",
+            "Fix the prompt, or drop the prompt column and let the shared leading messages be the prompt",
+        )  # fmt: skip
 
 
 def validate_row(
@@ -228,13 +266,20 @@ def validate_row(
     """Check one raw row against its format and return it as an Example."""
     prompt_col = mapping.get("prompt")
     if fmt == "pairwise":
-        chosen = _check_text(row[mapping["chosen"]], source, index, mapping["chosen"])
-        rejected = _check_text(row[mapping["rejected"]], source, index, mapping["rejected"])
-        if prompt_col is None or row.get(prompt_col) is None:
-            prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index)
+        columns = (mapping["chosen"], mapping["rejected"])
+        chosen, rejected = (_conversation(_check_text(row[c], source, index, c)) for c in columns)
+        given = None if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
+        whole = all(isinstance(t, list) and t[0]["role"] != "assistant" for t in (chosen, rejected))
+        if given is None or whole:
+            # no prompt, or whole conversations (HH strings, UltraFeedback lists): the shared start is the prompt
+            prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index, columns)
+            if given is not None:
+                _check_same_prompt(
+                    _check_text(given, source, index, prompt_col), prompt, source, index, prompt_col
+                )
             prompt_col = mapping["chosen"]
         else:
-            prompt = _check_text(row[prompt_col], source, index, prompt_col)
+            prompt = _check_text(given, source, index, prompt_col)
         _check_roles(prompt, source, index, prompt_col, prompt=True)
         _check_roles(chosen, source, index, mapping["chosen"], prompt=False)
         _check_roles(rejected, source, index, mapping["rejected"], prompt=False)

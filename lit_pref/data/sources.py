@@ -6,18 +6,20 @@ import json
 import os
 from pathlib import Path
 
-from lit_pref.digest import content_digest
+from lit_pref.digest import content_digest, files_digest
 from lit_pref.errors import DataError
 from lit_pref.imports import import_callable
 
 FILE_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def source_fingerprint(spec: str, dataset) -> str:
-    """What identifies a source's rows: a local file's content digest (an edit can keep path, size and mtime),
-    else the dataset's own fingerprint."""
+def source_fingerprint(spec: str, dataset, split: str) -> str:
+    """What identifies a source's rows: a local file's content digest (an edit can keep path, size and mtime), a
+    local dataset folder's digest with the split read from it, else the dataset's own fingerprint."""
     if Path(spec).is_file():
         return content_digest(spec)
+    if Path(spec).is_dir():
+        return f"{files_digest(spec, ('**/*',))}:{split}"
     return dataset._fingerprint
 
 
@@ -73,6 +75,21 @@ def _load_file(path: str):
         raise DataError(f"{path}: could not be parsed as {suffix[1:]}: {cause}. Fix the file") from exc
 
 
+def _load_dataset_repo(spec: str, path: str, split: str):
+    """A hub dataset, or a local folder laid out like one (data files such as data/train-*.parquet and a README.md
+    dataset card whose YAML may name configs and splits): the same `datasets.load_dataset` call reads both."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, split=split)
+    except ValueError as exc:
+        if "split" not in str(exc).lower():
+            raise
+        raise DataError(
+            f"{spec}: {str(exc).rstrip('.')}. Pick an existing split with data.train_split / data.val_split"
+        ) from exc
+
+
 def _load_python(target: str):
     import datasets
 
@@ -105,6 +122,7 @@ def load_source(
 
     - `path/to/file.jsonl` (also .json, .parquet, .csv)
     - `hub:owner/name` (needs network; `split` picks the split)
+    - `path/to/folder`: a local copy of a hub dataset (its data files and dataset card), read as `hub:` reads it
     - `python:package.module:function` (a function returning a list of row dicts or a Dataset); this imports
       and runs that module's code, so only name code you trust
     - `task:<name>` (a built-in task; rows of `row_format` for the stage's split: train, val or test)
@@ -112,9 +130,9 @@ def load_source(
     if spec.startswith("task:"):
         return _load_task(spec[5:], row_format, stage, task_options)
     if spec.startswith("hub:"):
-        import datasets
-
-        return datasets.load_dataset(spec[4:], split=split)
+        return _load_dataset_repo(spec, spec[4:], split)
+    if Path(spec).is_dir():
+        return _load_dataset_repo(spec, spec, split)
     if spec.startswith("python:"):
         return _load_python(spec[7:])
     return _load_file(spec)

