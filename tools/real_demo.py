@@ -74,9 +74,9 @@ def generate_pairs(num_prompts: int, num_samples: int, max_new_tokens: int, min_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=128, help="training prompts to sample")
+    parser.add_argument("--prompts", type=int, default=64, help="training prompts to sample")
     parser.add_argument("--samples", type=int, default=4, help="reviews sampled per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--min-gap", type=float, default=0.05, help="smallest best-worst reward gap kept")
     parser.add_argument("--steps", type=int, help="DPO steps (default: the config's trainer.max_steps)")
     parser.add_argument("--out", type=Path, default=Path("runs/real-demo"), help="pairs, logs and the plot")
