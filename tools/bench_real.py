@@ -30,15 +30,16 @@ sys.path.insert(0, str(REPO))
 
 from tools.plot_runs import read_scalars  # noqa: E402
 
-#: headline metric per config (the first one the run logged); train/loss otherwise
+#: headline metric per config (the first one the run logged); train/loss otherwise. Training metrics are of a new
+#: batch each step: validation ones (same rows each time) show the trend where a config validates
 METRICS = {
     "sft": ["train/loss"],
     "dpo": ["train/rewards/margins"],
     "dpo_lora": ["train/rewards/margins"],
     "reward_model": ["train/rewards/margins"],
     "mpo": ["train/mpo/kl_to_magnet", "mpo/kl_to_magnet"],
-    "wspo": ["train/wspo/residual", "wspo/residual"],
-    "causal": ["train/causal/value", "causal/value"],
+    "wspo": ["val/loss", "train/wspo/residual"],
+    "causal": ["val/causal/value", "train/causal/value"],  # the same validation rows each time: comparable
     "demo": ["eval/reward_mean"],
 }
 
@@ -104,13 +105,16 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", type=Path, help="default: configs/real/*.yaml")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    parser.add_argument("--logs", type=Path, help="keep the runs' logs here (default: a temporary folder)")
     ns = parser.parse_args()
     configs = [c.resolve() for c in ns.configs] or sorted((REPO / "configs" / "real").glob("*.yaml"))
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cpus: {os.cpu_count()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = (ns.logs or Path(tmp)).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
         for config in configs:
-            rows.append(measure(config, ns.steps, Path(tmp)))
+            rows.append(measure(config, ns.steps, workdir))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
     print(text)
