@@ -1,7 +1,7 @@
 """The real-model demo: steer SmolLM2-135M-Instruct toward positive reviews with preference pairs it generates and
 labels itself (the shape of TRL's sentiment-tuning example, with DPO on self-labelled pairs instead of PPO).
 
-    python tools/real_demo.py                          # about 10 min on 2 free CPU cores
+    python tools/real_demo.py                          # about 6 min of CPU time (docs/real_model.md)
     python tools/real_demo.py --prompts 32 --steps 8   # a quick look
 
 1. On-policy data: SmolLM2 writes `--samples` reviews (temperature 1) for each of `--prompts` prompts of the
