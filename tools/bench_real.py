@@ -101,7 +101,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("configs", nargs="*", type=Path, help="default: configs/real/*.yaml")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")

@@ -44,13 +44,17 @@ def best_worst_pairs(prompts: list, samples: list[list[str]], rewards: list[list
     return rows, dropped
 
 
-def generate_pairs(num_prompts: int, num_samples: int, max_new_tokens: int, min_gap: float, out: Path) -> dict:
+def generate_pairs(
+    num_prompts: int, num_samples: int, max_new_tokens: int, min_gap: float, out: Path
+) -> dict:
     """Step 1: sample SmolLM2 on training prompts, label with VADER, write the pairs to `out`."""
     import statistics
 
     import lit_pref
 
-    data = lit_pref.PreferenceDataModule(tokenizer=SPEC, text_as_chat=True, max_length=96, max_prompt_length=64)
+    data = lit_pref.PreferenceDataModule(
+        tokenizer=SPEC, text_as_chat=True, max_length=96, max_prompt_length=64
+    )
     rows = data.prompt_rows("task:reviews", stage="train")
     rows = rows.select(range(min(num_prompts, len(rows))))
     prompts = [json.loads(r["prompt_text"]) for r in rows]
@@ -73,7 +77,9 @@ def generate_pairs(num_prompts: int, num_samples: int, max_new_tokens: int, min_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=64, help="training prompts to sample")
     parser.add_argument("--samples", type=int, default=4, help="reviews sampled per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -102,8 +108,10 @@ def main() -> None:
     figure = plot([str(run_dir)], TAGS, str(out / "real_demo.png"), ["SmolLM2 + LoRA DPO"],
                   "SmolLM2-135M-Instruct, DPO on self-labelled pairs: held-out reviews")  # fmt: skip
     _, reward = read_scalars(run_dir, "eval/reward_mean")
-    print(f"held-out reward {reward[0]:+.3f} -> {reward[-1]:+.3f}; plot: {figure}; "
-          f"total wall time {time.perf_counter() - start:.0f} s (generation {generated:.0f} s)")
+    print(
+        f"held-out reward {reward[0]:+.3f} -> {reward[-1]:+.3f}; plot: {figure}; "
+        f"total wall time {time.perf_counter() - start:.0f} s (generation {generated:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

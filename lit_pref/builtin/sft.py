@@ -8,6 +8,7 @@ and cache the result as a standard Hugging Face folder next to `builtin:tiny`.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from lit_pref.algorithms.dpo import DPO
@@ -26,7 +27,8 @@ SETTINGS = {"builtin:tiny": ((48, 24), 300, 60), "builtin:smollm2-135m": ((64, 4
 def build_tiny_sft(folder: Path, name: str) -> Path:
     """Train builtin:<base> on task:<task>'s demonstrations (`name` = '<base>-sft-<task>') and export it to `folder`."""
     base, task = split_name(name, "-sft-")
-    module = lambda: SFT(  # noqa: E731
+    module = partial(
+        SFT,
         policy=f"builtin:{base}",
         lr=1.5e-3 if base == "tiny-large" else 3e-3,
         warmup_steps=20,
@@ -39,7 +41,7 @@ def build_tiny_sft(folder: Path, name: str) -> Path:
 def build_tiny_dpo(folder: Path, name: str) -> Path:
     """DPO of builtin:<base>-sft-<task> on task:<task>'s pairs (`name` = '<base>-dpo-<task>'), exported to `folder`."""
     base, task = split_name(name, "-dpo-")
-    module = lambda: DPO(policy=f"builtin:{base}-sft-{task}", beta=0.1, lr=2e-4, warmup_steps=10)  # noqa: E731
+    module = partial(DPO, policy=f"builtin:{base}-sft-{task}", beta=0.1, lr=2e-4, warmup_steps=10)
     return train_and_export(folder, name, module, base, task, "pairwise")
 
 

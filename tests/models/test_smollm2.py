@@ -111,14 +111,20 @@ def test_lora_smollm2_export_reloads_in_transformers_and_peft_with_equal_logits(
         trained = module.policy(**ids).logits
         with module.policy.disable_adapter():
             base = module.policy(**ids).logits
-    assert (trained - base).abs().max() > 1e-5  # the adapter changes the logits: the comparison below can fail
+    assert (
+        trained - base
+    ).abs().max() > 1e-5  # the adapter changes the logits: the comparison below can fail
 
     merged = export_module(module, tmp_path / "merged")
     adapter = export_module(module, tmp_path / "adapter", merge_lora=False)
-    assert {"model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in merged.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in merged.iterdir()
+    }
     assert "adapter_model.safetensors" in {p.name for p in adapter.iterdir()}
     plain = AutoModelForCausalLM.from_pretrained(merged).eval()
-    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_path), adapter).eval()
+    with_adapter = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(smollm2_path), adapter
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(with_adapter(**ids).logits, trained, rtol=0, atol=1e-5)
         torch.testing.assert_close(plain(**ids).logits, trained, rtol=0, atol=1e-4)  # merging rounds in fp32
@@ -144,7 +150,16 @@ REAL_CONFIGS = sorted((REPO / "configs" / "real").glob("*.yaml"))
 
 
 def test_real_configs_cover_the_methods():
-    assert {p.stem for p in REAL_CONFIGS} >= {"sft", "dpo", "dpo_lora", "reward_model", "mpo", "wspo", "causal", "demo"}
+    assert {p.stem for p in REAL_CONFIGS} >= {
+        "sft",
+        "dpo",
+        "dpo_lora",
+        "reward_model",
+        "mpo",
+        "wspo",
+        "causal",
+        "demo",
+    }
 
 
 def test_real_demo_pairs_each_prompts_best_and_worst_sample_and_counts_the_ties():
@@ -167,7 +182,8 @@ def test_real_config_targets_smollm2_with_a_pretrained_model_lr_and_bounded_chec
     monkeypatch.chdir(REPO)
     model, data, trainer_ = cli_instances(["--config", str(config)])  # builds objects; loads no weights
     assert model.policy_spec == SPEC and data.tokenizer_spec == SPEC
-    assert model.hparams.lr <= 1e-4  # the tiny configs' 5e-4 .. 2e-3 wreck a pretrained model
+    # the tiny configs' 5e-4 .. 2e-3 wreck a pretrained model; LoRA's usual range reaches 2e-4
+    assert model.hparams.lr <= (2e-4 if model.lora is not None else 1e-4)
     checkpoints = [c for c in trainer_.callbacks if isinstance(c, ModelCheckpoint)]
     assert checkpoints and all(c.save_top_k == 1 and c.save_last == "link" for c in checkpoints)
 
