@@ -2,9 +2,11 @@
 
 from lit_pref.algorithms import (
     DPO,
+    IRFT,
     MPO,
     SFT,
     WSPO,
+    BestOfNFineTune,
     CausalPO,
     OnlineModule,
     OutcomeModel,
@@ -39,18 +41,24 @@ from lit_pref.oracles import (
     PreferenceOracle,
 )
 from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
-from lit_pref.sampling import SamplingConfig
+from lit_pref.sampling import PRS, PRand, Rand, Sampler, SamplingConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BestOfNFineTune",
     "CausalPO",
     "CompanionRefresh",
     "OnlineModule",
     "SamplingConfig",
+    "PRS",
+    "PRand",
+    "Rand",
+    "Sampler",
     "OutcomeModel",
     "OutcomeRegret",
     "DPO",
+    "IRFT",
     "MPO",
     "WSPO",
     "GameMetrics",

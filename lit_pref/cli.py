@@ -6,7 +6,7 @@ import os
 import sys
 
 #: lit_pref's own subcommands: name -> module under lit_pref.commands with a main(argv)
-COMMANDS = {"data": "data", "crossfit": "crossfit"}
+COMMANDS = {"data": "data", "crossfit": "crossfit", "sample": "sample"}
 
 
 def main(args: list[str] | None = None):

@@ -1,6 +1,8 @@
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.algorithms.best_of_n import BestOfNFineTune
 from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
+from lit_pref.algorithms.irft import IRFT
 from lit_pref.algorithms.mpo import MPO
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.reward_model import RewardModel
@@ -8,7 +10,9 @@ from lit_pref.algorithms.sft import SFT
 from lit_pref.algorithms.wspo import WSPO
 
 __all__ = [
+    "BestOfNFineTune",
     "DPO",
+    "IRFT",
     "MPO",
     "CausalPO",
     "OnlineModule",

@@ -324,18 +324,27 @@ class PolicyModule(pl.LightningModule):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
-        total = max(int(self.trainer.estimated_stepping_batches), 1) if schedule != "constant" else 1
 
         def factor(step: int) -> float:
+            step -= self.schedule_origin()
             if warmup and step < warmup:
                 return (step + 1) / warmup
-            if schedule == "constant":
+            if schedule == "constant" or step <= warmup:
                 return 1.0
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            # asked only once training runs: the horizon may depend on the training data's size
+            progress = min((step - warmup) / max(self.schedule_horizon() - warmup, 1), 1.0)
             return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def schedule_horizon(self) -> int:
+        """Optimizer steps the LR schedule spans (a method that restarts it, as IRFT per stage, spans less)."""
+        return max(int(self.trainer.estimated_stepping_batches), 1)
+
+    def schedule_origin(self) -> int:
+        """The optimizer step at which the LR schedule (warm-up, decay) last started."""
+        return 0
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def _adapter_only(self) -> bool:

@@ -2,12 +2,14 @@
 demonstrations, and that SFT model after DPO on the task's preference pairs; built on first use.
 
 Preference methods start from an SFT model; WSPO also needs a weak model after alignment. These recipes make them
-in about half a minute each on 2 CPU cores (seeded, so every machine builds the same weights), show a progress bar,
-and cache the result as a standard Hugging Face folder next to `builtin:tiny`.
+in under a minute each on CPU (seeded, so every machine builds the same weights), show a progress bar, and cache
+the result as a standard Hugging Face folder next to `builtin:tiny`. `task:constraints` trains on its three PRS
+formats (lit_pref.builtin.reflection) instead of its demonstrations.
 """
 
 from __future__ import annotations
 
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -19,9 +21,15 @@ from lit_pref.errors import ConfigError
 from lit_pref.models.tiny import TOKENIZER_OF
 from lit_pref.tasks import TASKS
 
-#: per tokenizer: (max_length, max_prompt_length), SFT steps, DPO steps. SmolLM2's chat template adds a ~30-token
-#: system prompt, and its 49k-token vocabulary makes a step of the 7 M tiny-smollm2 ~4x dearer than tiny's
-SETTINGS = {"builtin:tiny": ((48, 24), 300, 60), "builtin:smollm2-135m": ((64, 48), 150, 40)}
+#: per tokenizer: lengths, SFT steps and DPO steps. SmolLM2's chat template adds a ~30-token system prompt, and
+#: its 49k-token vocabulary makes a step of the 7 M tiny-smollm2 ~4x dearer than tiny's
+TOKENIZER_SETTINGS = {
+    "builtin:tiny": {"max_length": 48, "max_prompt_length": 24, "sft_steps": 300, "dpo_steps": 60},
+    "builtin:smollm2-135m": {"max_length": 64, "max_prompt_length": 48, "sft_steps": 150, "dpo_steps": 40},
+}
+#: SFT data and step settings that differ from the default recipe, per task
+TASK_RECIPES = {"constraints": {"max_length": 200, "max_prompt_length": 180, "batch_size": 16,
+                                "group_by_length": True, "steps": 400}}  # fmt: skip
 
 
 def build_tiny_sft(folder: Path, name: str) -> Path:
@@ -59,22 +67,25 @@ def train_and_export(folder: Path, name: str, make_module, base: str, task: str,
 
     print(f"lit_pref: building builtin:{name} (first use only; cached in {folder.parent})")
     tokenizer = TOKENIZER_OF[base]
-    (max_length, max_prompt_length), sft_steps, dpo_steps = SETTINGS[tokenizer]
-    with torch.random.fork_rng():
+    defaults = TOKENIZER_SETTINGS[tokenizer]
+    sft = row_format == "demonstration"
+    settings = {"max_length": defaults["max_length"], "max_prompt_length": defaults["max_prompt_length"],
+                "batch_size": 32, "steps": defaults["sft_steps" if sft else "dpo_steps"],
+                **(TASK_RECIPES.get(task, {}) if sft else {})}  # fmt: skip
+    steps = settings.pop("steps")
+    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
         pl.seed_everything(0, verbose=False)
         data = PreferenceDataModule(
             tokenizer=tokenizer,
-            train=f"task:{task}",
+            train=_train_source(task, Path(tmp)) if sft else f"task:{task}",
             format=row_format,
             task_options={"num_rows": 4000},
             text_as_chat=True,
-            max_length=max_length,
-            max_prompt_length=max_prompt_length,
-            batch_size=32,
+            **settings,
         )
         module = make_module()
         trainer = pl.Trainer(
-            max_steps=sft_steps if row_format == "demonstration" else dpo_steps,
+            max_steps=steps,
             accelerator="cpu",
             logger=False,
             enable_checkpointing=False,
@@ -83,3 +94,15 @@ def train_and_export(folder: Path, name: str, make_module, base: str, task: str,
         )
         trainer.fit(module, data)
     return export_module(module, folder)
+
+
+def _train_source(task: str, tmp: Path) -> str:
+    if task != "constraints":
+        return f"task:{task}"
+    import json
+
+    from lit_pref.builtin.reflection import reflection_rows
+
+    path = tmp / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in reflection_rows(4000)))
+    return str(path)

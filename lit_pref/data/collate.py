@@ -9,12 +9,23 @@ import torch
 
 from lit_pref.data.schema import OUTCOME_NUMBERS
 from lit_pref.models.batching import left_padded_prompts, sequences_batch
+from lit_pref.models.logprobs import IGNORE_INDEX
 
 
 def prompt_lists(batch: dict[str, Any]) -> list[list[int]]:
     """The prompt token ids of each row of a batch, without the left padding."""
     masks = batch["prompt_attention_mask"].bool()
     return [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
+
+
+def sequence_lists(batch: dict[str, Any]) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, response ids) of each row of a prompt + response batch: labelled tokens are the response."""
+    prompts, responses = [], []
+    for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"].bool(), batch["labels"]):
+        response = labels != IGNORE_INDEX
+        prompts.append(ids[mask & ~response].tolist())
+        responses.append(ids[response].tolist())
+    return prompts, responses
 
 
 def prompt_texts(batch: dict[str, Any], tokenizer) -> list[Any]:

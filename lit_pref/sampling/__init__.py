@@ -2,5 +2,32 @@
 
 from lit_pref.sampling.config import GREEDY, SamplingConfig
 from lit_pref.sampling.generate import Generation, PresencePenalty, decode_completions, generate
+from lit_pref.sampling.samplers import (
+    PRS,
+    Candidate,
+    Policy,
+    PRand,
+    Rand,
+    Sampled,
+    Sampler,
+    official_sampling,
+    with_preference,
+)
 
-__all__ = ["GREEDY", "Generation", "PresencePenalty", "SamplingConfig", "decode_completions", "generate"]
+__all__ = [
+    "GREEDY",
+    "PRS",
+    "Candidate",
+    "Generation",
+    "Policy",
+    "PRand",
+    "PresencePenalty",
+    "Rand",
+    "Sampled",
+    "Sampler",
+    "SamplingConfig",
+    "decode_completions",
+    "generate",
+    "official_sampling",
+    "with_preference",
+]

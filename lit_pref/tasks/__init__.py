@@ -6,10 +6,17 @@ from typing import Any
 
 from lit_pref.errors import DataError
 from lit_pref.tasks.base import Task
+from lit_pref.tasks.constraints import ConstraintsTask
+from lit_pref.tasks.listops import ListOpsTask
 from lit_pref.tasks.outcomes import OutcomesTask
 from lit_pref.tasks.reviews import ReviewsTask
 
-TASKS: dict[str, type[Task]] = {"reviews": ReviewsTask, "outcomes": OutcomesTask}
+TASKS: dict[str, type[Task]] = {
+    "reviews": ReviewsTask,
+    "outcomes": OutcomesTask,
+    "constraints": ConstraintsTask,
+    "listops": ListOpsTask,
+}
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Task:
@@ -27,4 +34,4 @@ def get_task(name: str, options: dict[str, Any] | None = None) -> Task:
         ) from exc
 
 
-__all__ = ["TASKS", "OutcomesTask", "ReviewsTask", "Task", "get_task"]
+__all__ = ["TASKS", "ConstraintsTask", "ListOpsTask", "OutcomesTask", "ReviewsTask", "Task", "get_task"]

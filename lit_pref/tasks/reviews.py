@@ -13,7 +13,7 @@ import random
 from functools import cached_property
 
 from lit_pref.errors import DataError
-from lit_pref.tasks.base import ROW_FORMATS, Task
+from lit_pref.tasks.base import ROW_FORMATS, Task, split_setup
 
 TRAIN_ITEMS = (
     "camera phone laptop kettle lamp chair table book movie album jacket backpack bicycle blender toaster "
@@ -86,12 +86,7 @@ class ReviewsTask(Task):
 
     # -- generation ---------------------------------------------------------------------------------------
     def _split_setup(self, split: str) -> tuple[random.Random, list[str], int]:
-        offsets = {"train": 0, "val": 1, "test": 2}
-        if split not in offsets:
-            raise DataError(f"task:{self.name} has splits train, val and test, not {split!r}")
-        items = TRAIN_ITEMS if split == "train" else HELD_OUT_ITEMS
-        n = self.num_rows if split == "train" else max(self.num_rows // 4, 32)
-        return random.Random(self.seed * 1000 + offsets[split]), items, n
+        return split_setup(self, split, TRAIN_ITEMS, HELD_OUT_ITEMS)
 
     @staticmethod
     def _prompt(rng: random.Random, item: str) -> str:

@@ -1,0 +1,219 @@
+"""`python -m lit_pref sample --config sample.yaml`: best-of-N data generation with a sampler and a reward.
+
+Reads prompts (a file, `hub:owner/name` or `task:<name>`; column `prompt`, optional `preference`), runs the
+sampler (lit_pref.Rand, PRand or PRS) from the policy, scores every candidate with the reward, and writes one
+JSONL row per prompt: every candidate with its layer, reward and tokens, the feedback written, and the best.
+
+Prompts are processed in chunks of `chunk_size`, each written atomically to `<out>.parts/` as it finishes; a
+rerun after a crash skips the finished chunks, and chunk c always samples with seed + c * CHUNK_SEED_STRIDE, so
+the result equals an uninterrupted run's. The chunks go through Lightning's predict loop, which splits them
+across `devices` (each rank its share); rank 0 merges the parts into `out` (atomically) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lit_pref.atomic import atomic_write
+from lit_pref.errors import ConfigError, DataError, row_error
+
+CHUNK_SEED_STRIDE = 10_000_019
+
+
+def parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lit_pref.rewards import Reward
+    from lit_pref.sampling import Sampler
+
+    p = ArgumentParser(prog="python -m lit_pref sample", description=__doc__)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with the options below")
+    p.add_argument(
+        "--policy", type=str, required=True, help="model to sample from (HF folder, hub name, builtin:...)"
+    )
+    p.add_argument("--tokenizer", type=str | None, default=None, help="tokenizer (default: the policy's)")
+    p.add_argument(
+        "--prompts", type=str, required=True, help="prompt source: file, hub:owner/name or task:<name>"
+    )
+    p.add_argument("--split", type=str, default="train", help="split of a hub or task source")
+    p.add_argument("--task_options", type=dict | None, default=None, help="options of a task: source")
+    p.add_argument("--preference", type=str | None, default=None,
+                   help="one common preference for every prompt (default: the rows' preference column, if any)")  # fmt: skip
+    p.add_argument("--reward_sees_preference", type=bool | None, default=None,
+                   help="score x + z instead of x; default: true for per-row preferences, false for a common one "
+                        "(as the official PRS code)")  # fmt: skip
+    p.add_subclass_arguments(Sampler, "sampler", required=True, help="lit_pref.Rand, PRand or PRS")
+    p.add_subclass_arguments(Reward, "reward", required=True, help="a lit_pref reward")
+    p.add_argument(
+        "--max_new_tokens", type=int, default=256, help="generation limit (unless sampling sets one)"
+    )
+    p.add_argument("--chunk_size", type=int, default=32, help="prompts per chunk (the unit of resume)")
+    p.add_argument("--batch_size", type=int, default=64, help="sequences per generate call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_rows", type=int | None, default=None, help="use only the first N prompts")
+    p.add_argument("--out", type=str, required=True, help="output JSONL file")
+    p.add_argument("--accelerator", type=str, default="auto")
+    p.add_argument("--devices", type=int | str, default=1)
+    p.add_argument("--strategy", type=str, default="auto")
+    return p
+
+
+def read_prompts(spec: str, split: str, task_options: dict | None, common: str | None,
+                 max_rows: int | None) -> list[tuple[str, str | None]]:  # fmt: skip
+    """(prompt, preference) of every row, checked."""
+    from lit_pref.data.sources import load_source
+
+    rows = load_source(spec, split, split, "prompt", task_options)
+    if "prompt" not in rows.column_names:
+        raise DataError(
+            f"{spec}: no column 'prompt' (columns: {rows.column_names}); rename your prompt column"
+        )
+    has_pref = "preference" in rows.column_names and common is None
+    out = []
+    for i, row in enumerate(rows):
+        if max_rows is not None and i >= max_rows:
+            break
+        z = common if common is not None else (row["preference"] if has_pref else None)
+        for column, value in (("prompt", row["prompt"]), ("preference", z)):
+            if not isinstance(value, str) and not (column == "preference" and value is None):
+                raise row_error(spec, i, column, f"expected a string, got {value!r:.60}", "Fix the row")
+        out.append((row["prompt"], z))
+    if not out:
+        raise DataError(f"{spec}: no prompts")
+    return out
+
+
+class SampleChunks:
+    """What each predict step does: sample one chunk of prompts and write its part file (unless it exists)."""
+
+    def __init__(self, cfg, sampler, reward, prompts: list[tuple[str, str | None]], parts: Path):
+        self.cfg, self.sampler, self.reward, self.prompts, self.parts = cfg, sampler, reward, prompts, parts
+        self.sees = cfg.reward_sees_preference
+        if self.sees is None:
+            self.sees = cfg.preference is None and any(z for _, z in prompts)
+
+    def part(self, chunk: int) -> Path:
+        return self.parts / f"chunk-{chunk:06d}.jsonl"
+
+    def run(self, policy, chunk: int) -> dict[str, float]:
+        from lit_pref.commands.crossfit import write_jsonl
+
+        start = chunk * self.cfg.chunk_size
+        rows = self.prompts[start : start + self.cfg.chunk_size]
+        seed = self.cfg.seed + CHUNK_SEED_STRIDE * chunk
+        results = self.sampler.run(policy, [p for p, _ in rows], [z for _, z in rows], self.reward,
+                                   reward_sees_preference=self.sees, seed=seed)  # fmt: skip
+        write_jsonl(self.part(chunk), [{"index": start + i, **r.to_row()} for i, r in enumerate(results)])
+        return {"prompts": len(rows), "tokens": sum(r.prompt_tokens + r.generated_tokens for r in results)}
+
+
+def _module(cfg, chunks: SampleChunks):
+    import lightning.pytorch as pl
+
+    from lit_pref.data.render import Renderer
+    from lit_pref.models.loading import load_causal_lm, load_tokenizer
+    from lit_pref.sampling import Policy
+
+    class SampleModule(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = load_causal_lm(cfg.policy).eval()
+            self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy)
+            self.done: list[dict[str, float]] = []
+
+        def predict_step(self, batch, batch_idx):
+            renderer = Renderer(self.tokenizer, 2**30, 2**30 - 1, text_as_chat=True)
+            policy = Policy(self.model, self.tokenizer, renderer.full_prompt_ids, cfg.batch_size,
+                            cfg.max_new_tokens, synced_gpus=False)  # fmt: skip
+            for chunk in batch.tolist():
+                self.done.append(chunks.run(policy, int(chunk)))
+            return len(batch)
+
+    return SampleModule()
+
+
+#: options a resumed run must share with the run that wrote the parts (the rest, e.g. devices, may change)
+RESUME_KEYS = ("policy", "tokenizer", "prompts", "split", "task_options", "preference", "reward_sees_preference",
+               "sampler", "reward", "max_new_tokens", "chunk_size", "seed", "max_rows")  # fmt: skip
+
+
+def check_resumable(parts: Path, cfg, num_prompts: int) -> None:
+    """Record the run's settings beside its parts; a rerun with other settings would mix two runs: refuse it."""
+    given = cfg.as_dict()
+    settings = {k: given.get(k) for k in RESUME_KEYS}
+    settings = json.loads(json.dumps({**settings, "num_prompts": num_prompts}, default=str))
+    saved = parts / "settings.json"
+    if saved.exists() and json.loads(saved.read_text()) != settings:
+        old = json.loads(saved.read_text())
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        raise ConfigError(f"sample: {parts} holds chunks of a run with other settings ({', '.join(changed)}); "
+                          "restore them to resume, or delete that folder to start over")  # fmt: skip
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
+
+
+def merge(parts: Path, num_chunks: int, out: Path) -> int:
+    """Concatenate the part files in order into `out` (atomically); remove the parts."""
+    import shutil
+
+    rows = []
+    for chunk in range(num_chunks):
+        rows += (parts / f"chunk-{chunk:06d}.jsonl").read_text().splitlines()
+    atomic_write(out, lambda tmp: Path(tmp).write_text("".join(r + "\n" for r in rows)))
+    shutil.rmtree(parts)
+    return len(rows)
+
+
+def main(argv: list[str]) -> None:
+    import lightning.pytorch as pl
+    import torch
+
+    p = parser()
+    cfg = p.parse_args(argv)
+    for option, value in (("chunk_size", cfg.chunk_size), ("batch_size", cfg.batch_size),
+                          ("max_new_tokens", cfg.max_new_tokens)):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"sample: --{option} must be >= 1, got {value}")
+    init = p.instantiate_classes(cfg)
+    out = Path(cfg.out)
+    parts = out.with_name(out.name + ".parts")
+    prompts = read_prompts(cfg.prompts, cfg.split, cfg.task_options, cfg.preference, cfg.max_rows)
+    num_chunks = -(-len(prompts) // cfg.chunk_size)
+    chunks = SampleChunks(cfg, init.sampler, init.reward, prompts, parts)
+    check_resumable(parts, cfg, len(prompts))
+    pending = [c for c in range(num_chunks) if not chunks.part(c).exists()]
+    if len(pending) < num_chunks:
+        print(f"sample: resuming, {num_chunks - len(pending)} of {num_chunks} chunks already done")
+    started = time.monotonic()
+    module = _module(cfg, chunks)
+    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False,
+                         enable_model_summary=False)  # fmt: skip
+    loader = torch.utils.data.DataLoader(torch.tensor(pending or [0], dtype=torch.long), batch_size=1)
+    if pending:
+        trainer.predict(module, loader, return_predictions=False)
+    seconds = time.monotonic() - started
+    done_prompts = sum(d["prompts"] for d in module.done)
+    done_tokens = sum(d["tokens"] for d in module.done)
+    if trainer.global_rank == 0:
+        trainer.strategy.barrier()
+        missing = [c for c in range(num_chunks) if not chunks.part(c).exists()]
+        if missing:
+            raise RuntimeError(f"sample: chunks {missing[:5]} were not written; rerun to finish them")
+        n = merge(parts, num_chunks, out)
+        print(f"sample: wrote {n} rows to {out}; this run sampled {done_prompts} prompts in {seconds:.1f} s "
+              f"({done_prompts / seconds:.2f} prompts/s, {done_tokens / seconds:.0f} tokens/s, rank 0)")  # fmt: skip
+    else:
+        trainer.strategy.barrier()
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean best reward, share of bests from layers >= 1, and tokens per prompt of sample rows."""
+    n = len(rows)
+    return {
+        "best_reward": sum(r["best_reward"] for r in rows) / n,
+        "best_from_refinement": sum(r["best_layer"] >= 1 for r in rows) / n,
+        "tokens_per_prompt": sum(r["tokens"]["prompt"] + r["tokens"]["generated"] for r in rows) / n,
+    }
