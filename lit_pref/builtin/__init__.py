@@ -4,7 +4,7 @@ This layer sits above the algorithms (the SFT recipe trains with lit_pref.SFT) a
 the model loader (lit_pref.models.tiny.register_builtin), so the loader never imports anything above it.
 """
 
-from lit_pref.builtin.sft import build_tiny_sft
+from lit_pref.builtin.sft import build_tiny_dpo, build_tiny_sft
 from lit_pref.builtin.word_models import (
     build_game_model,
     build_outcomes_base,
@@ -35,5 +35,12 @@ register_builtin(
         usage="'builtin:<size>-sft-<task>'",
     )
 )
+register_builtin(
+    Recipe(
+        matches=lambda name: "-dpo-" in name and name.split("-dpo-")[0] in SIZES,
+        build=build_tiny_dpo,
+        usage="'builtin:<size>-dpo-<task>'",
+    )
+)
 
-__all__ = ["build_game_model", "build_outcomes_base", "build_tiny_sft", "build_word_level_model"]
+__all__ = ["build_game_model", "build_outcomes_base", "build_tiny_dpo", "build_tiny_sft", "build_word_level_model"]

