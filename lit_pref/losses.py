@@ -88,26 +88,6 @@ def irft_loss(
     return dpo_loss(policy_demo, policy_sample, ref_demo, ref_sample, beta, loss_type=link)
 
 
-def leave_one_out_advantages(rewards: Tensor) -> Tensor:
-    """A_i = R_i - mean_{j != i} R_j within each group: `rewards` is (B, K), K >= 2 (REINFORCE/RLOO baseline)."""
-    k = rewards.shape[-1]
-    return rewards - (rewards.sum(-1, keepdim=True) - rewards) / (k - 1)
-
-
-def kl_regularized_pg_loss(
-    policy: Tensor, reference: Tensor, rewards: Tensor, kl_coef: float
-) -> tuple[Tensor, Tensor]:
-    """REINFORCE with a leave-one-out baseline on K samples per prompt, KL to a fixed reference in the reward.
-
-    `policy` and `reference` are summed log-probs (B, K) of the policy's own samples, `rewards` (B, K). The
-    sample's regularized return is R = r - kl_coef (l_theta - l_ref) (detached); the loss per group is
-    -mean_i A_i l_theta(y_i) with A the leave-one-out advantage of R. Returns (loss per group, A).
-    """
-    returns = rewards - kl_coef * (policy - reference).detach()
-    advantages = leave_one_out_advantages(returns)
-    return -(advantages * policy).mean(-1), advantages
-
-
 def bradley_terry_loss(
     chosen_scores: Tensor, rejected_scores: Tensor, margin: Tensor | float = 0.0
 ) -> Tensor:

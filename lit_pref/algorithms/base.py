@@ -407,6 +407,18 @@ class PolicyModule(pl.LightningModule):
         return self.policy
 
 
+def reward_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
+    """The pairwise metrics users compare across frameworks: mean rewards of each side, margin, accuracy."""
+    chosen, rejected = chosen.detach(), rejected.detach()
+    margins = chosen - rejected
+    return {
+        "rewards/chosen": chosen.mean(),
+        "rewards/rejected": rejected.mean(),
+        "rewards/margins": margins.mean(),
+        "rewards/accuracies": (margins > 0).float().mean(),
+    }
+
+
 def default_reference(module: PolicyModule, reference: CompanionModel | None) -> CompanionModel:
     """The reference when none is configured: the disabled adapter for LoRA policies, else a frozen copy."""
     from lit_pref.models.companions import DisabledAdapter, FrozenCopy

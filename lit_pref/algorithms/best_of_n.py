@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.data.collate import prompt_texts
 from lit_pref.errors import ConfigError, check_range
@@ -154,9 +155,7 @@ class BestOfNFineTune(OnlineModule):
         losses, chosen, rejected = dpo_loss(
             policy_sum[:n], policy_sum[n:], ref[:n], ref[n:], self.hparams.beta
         )
-        margins = chosen - rejected
-        return losses.mean(), {"rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
-                               "rewards/margins": margins.mean(), "rewards/accuracies": (margins > 0).float().mean()}  # fmt: skip
+        return losses.mean(), reward_metrics(chosen, rejected)
 
     def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor]:
         sampled = rollout["sampled"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lit_pref.algorithms.base import PolicyModule, default_reference
+from lit_pref.algorithms.base import PolicyModule, default_reference, reward_metrics
 from lit_pref.errors import check_range
 from lit_pref.losses import DPOLossType, dpo_loss
 from lit_pref.models.companions import CompanionModel
@@ -56,12 +56,8 @@ class DPO(PolicyModule):
             loss_type=self.loss_type,
             label_smoothing=self.label_smoothing,
         )
-        margins = chosen_rewards - rejected_rewards
         metrics = {
-            "rewards/chosen": chosen_rewards.mean(),
-            "rewards/rejected": rejected_rewards.mean(),
-            "rewards/margins": margins.mean(),
-            "rewards/accuracies": (margins > 0).float().mean(),
+            **reward_metrics(chosen_rewards, rejected_rewards),
             "logps/chosen": policy_chosen.sum.detach().mean(),
             "logps/rejected": policy_rejected.sum.detach().mean(),
         }

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.data.collate import sequence_lists
 from lit_pref.errors import ConfigError, check_range
@@ -200,12 +201,8 @@ class IRFT(OnlineModule):
             self.hparams.beta,
             self.hparams.link,
         )
-        margins = demo_rewards - sample_rewards
         return losses.mean(), {
-            "rewards/chosen": demo_rewards.mean(),
-            "rewards/rejected": sample_rewards.mean(),
-            "rewards/margins": margins.mean(),
-            "rewards/accuracies": (margins > 0).float().mean(),
+            **reward_metrics(demo_rewards, sample_rewards),
             "logps/chosen": policy_demo.sum.detach().mean(),
             "logps/rejected": policy_sample.sum.detach().mean(),
         }

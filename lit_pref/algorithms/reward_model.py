@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_pref.algorithms.base import PolicyModule
+from lit_pref.algorithms.base import PolicyModule, reward_metrics
 from lit_pref.errors import check_range
 from lit_pref.losses import bradley_terry_loss
 from lit_pref.models.loading import load_sequence_scorer
@@ -74,10 +74,4 @@ class RewardModel(ScorerModule):
         loss = bradley_terry_loss(chosen, rejected).mean()
         if self.center_rewards:
             loss = loss + self.center_rewards * ((chosen + rejected) ** 2).mean()
-        margins = (chosen - rejected).detach()
-        return loss, {
-            "rewards/chosen": chosen.detach().mean(),
-            "rewards/rejected": rejected.detach().mean(),
-            "rewards/margins": margins.mean(),
-            "rewards/accuracies": (margins > 0).float().mean(),
-        }
+        return loss, reward_metrics(chosen, rejected)
