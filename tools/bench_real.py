@@ -41,6 +41,7 @@ METRICS = {
     "wspo": ["val/loss", "train/wspo/residual"],
     "causal": ["val/causal/value", "train/causal/value"],  # the same validation rows each time: comparable
     "demo": ["eval/reward_mean"],
+    "irft": ["val/rewards/margins", "train/rewards/margins"],
 }
 
 

@@ -148,6 +148,7 @@ def test_real_configs_cover_the_methods():
         "wspo",
         "causal",
         "demo",
+        "irft",
     }
 
 
