@@ -414,7 +414,7 @@ def run_mpo_scoring(cfg: dict) -> dict:
     win_rates = torch.linspace(0.2, 0.8, cfg["k"])[None]
     layouts = {"plain": SequenceLayout(), "prefix-shared": SequenceLayout(True)}
     times: dict[str, list[float]] = {name: [] for name in layouts}
-    for rep in range(cfg["repeats"]):
+    for _ in range(cfg["repeats"]):
         for name, layout in layouts.items():
             start = time.perf_counter()
             with torch.no_grad():

@@ -46,9 +46,9 @@ def tiny():
     return load_causal_lm("builtin:tiny", "float32", "test")
 
 
-def logps_and_grads(model: nn.Module, batch, layout=SequenceLayout()):
+def logps_and_grads(model: nn.Module, batch, layout: SequenceLayout | None = None):
     model.zero_grad()
-    out = sequence_logps(model, batch, layout=layout)
+    out = sequence_logps(model, batch, layout=layout or SequenceLayout())
     (out.sum * torch.linspace(0.5, 1.5, out.sum.shape[0])).sum().backward()  # every row weighs differently
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads
