@@ -339,6 +339,7 @@ class PolicyModule(pl.LightningModule):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
+        horizon: list[int] = []  # asked for once, when first needed
 
         def factor(step: int) -> float:
             step -= self.schedule_origin()
@@ -347,7 +348,9 @@ class PolicyModule(pl.LightningModule):
             if schedule == "constant" or step <= warmup:
                 return 1.0
             # asked only once training runs: the horizon may depend on the training data's size
-            progress = min((step - warmup) / max(self.schedule_horizon() - warmup, 1), 1.0)
+            if not horizon:
+                horizon.append(self.schedule_horizon())
+            progress = min((step - warmup) / max(horizon[0] - warmup, 1), 1.0)
             return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
