@@ -95,6 +95,34 @@ def bradley_terry_loss(
     return -F.logsigmoid(chosen_scores - rejected_scores - margin)
 
 
+def leave_one_out_advantages(rewards: Tensor) -> Tensor:
+    """A_i = r_i - (1 / (K - 1)) sum_{j != i} r_j over the K samples of each prompt; `rewards` is (B, K >= 2).
+
+    The baseline of sample i never uses r_i, so E[A_i grad log pi(y_i)] is the unbiased policy gradient
+    (RLOO); equal to K / (K - 1) (r_i - mean_j r_j)."""
+    k = rewards.shape[-1]
+    if rewards.ndim != 2 or k < 2:
+        raise ValueError(f"leave-one-out advantages need (B, K >= 2) rewards, got {tuple(rewards.shape)}")
+    return (rewards - rewards.mean(-1, keepdim=True)) * (k / (k - 1))
+
+
+def kl_regularized_reinforce_loss(
+    policy: Tensor, reference: Tensor, rewards: Tensor, beta: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """REINFORCE on E_{y~pi_theta}[r(y)] - beta KL(pi_theta || pi_ref), one loss per prompt.
+
+    `policy` (with gradients) and `reference` are (B, K) summed log-probs of K samples y_i ~ pi_theta per prompt;
+    `rewards` (B, K) their rewards. The KL enters the reward, per sample: r'_i = r_i - beta (l_theta_i - l_ref_i)
+    (detached), so that the score-function gradient -mean_i A_i grad l_theta_i with leave-one-out advantages
+    A_i of r' estimates the gradient of the regularized objective without bias. (A KL term minimized directly on
+    the samples would not: its expected gradient under pi_theta is zero for the k1 estimator and that of
+    KL(pi_ref || pi_theta) for k3.) Returns (losses, per-sample KL estimates l_theta - l_ref, advantages).
+    """
+    kl = (policy - reference).detach()
+    advantages = leave_one_out_advantages(rewards.detach() - beta * kl)
+    return -(advantages * policy).mean(-1), kl, advantages
+
+
 def group_win_rates(preferences: Tensor) -> Tensor:
     """P_i = (1 / (K - 1)) sum_{j != i} P(y_i > y_j): each sample's win rate against the others in its group.
 

@@ -21,16 +21,18 @@ class LossProbe(pl.Callback):
     def on_fit_end(self, trainer, module):
         from torch.distributed.tensor import DTensor
 
-        local = sum(
-            p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in module.policy.parameters()
-        )
-        total = sum(p.numel() for p in module.policy.parameters())
-        counts = (
-            trainer.strategy.all_gather(torch.tensor(local)).flatten().tolist()
-            if trainer.world_size > 1
-            else [local]
-        )
-        extra = {}
+        def shard_sizes(model) -> tuple[list[int], int]:
+            """(parameters each rank holds, parameters in all)."""
+            local = sum(
+                p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in model.parameters()
+            )
+            total = sum(p.numel() for p in model.parameters())
+            if trainer.world_size > 1:
+                return trainer.strategy.all_gather(torch.tensor(local)).flatten().tolist(), total
+            return [local], total
+
+        counts, total = shard_sizes(module.policy)
+        extra = {"trained": {name: shard_sizes(m) for name, m in module.trained_models().items()}}
         magnet = getattr(module, "magnet", None)
         if magnet is not None and getattr(magnet, "model", None) is not None:
             same = all(
@@ -40,7 +42,7 @@ class LossProbe(pl.Callback):
                 )
                 for a, b in zip(magnet.model.parameters(), module.policy.parameters())
             )
-            extra = {"magnet_equals_policy": same, "magnet_refreshes": int(magnet.refreshes)}
+            extra.update({"magnet_equals_policy": same, "magnet_refreshes": int(magnet.refreshes)})
         if trainer.is_global_zero:
             with open(os.environ["PROBE_OUT"], "w") as f:
                 json.dump({"losses": self.losses, "local_params": counts, "total_params": total, **extra}, f)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -121,3 +122,21 @@ def test_fsdp2_dpo_with_shared_prefixes_equals_the_plain_one_process_run(tmp_pat
     two = fit(tmp_path, "two", *DPO, *FSDP2, *shared, "--data.batch_size", "8", "--trainer.max_steps", "3")
     assert [s for s, _ in two["losses"]] == [1, 2, 3]
     assert [v for _, v in two["losses"]] == pytest.approx([v for _, v in one["losses"]], abs=1e-4)
+
+
+def test_fsdp2_rft_shards_trains_and_exports_both_models(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    export = tmp_path / "export"
+    result = fit(
+        tmp_path, "rft", "--config", "configs/irft/rft.yaml", *FSDP2, "--model.init_args.policy", "builtin:tiny",
+        "--trainer.max_steps", "3", "--data.task_options", "{num_rows: 64}", "--data.batch_size", "4",
+        f"--trainer.callbacks=[{{class_path: lit_pref.ExportHF, init_args: {{dirpath: {export}}}}}]",
+    )  # fmt: skip
+    assert set(result["trained"]) == {"policy", "reward_model"}
+    for name, (local, total) in result["trained"].items():
+        assert len(local) == 2 and max(local) < 0.6 * total, name  # each rank holds about half of each model
+    assert len(result["losses"]) == 3 and all(math.isfinite(v) for _, v in result["losses"])
+    AutoModelForCausalLM.from_pretrained(export)  # both gathered from the shards and saved
+    reward = AutoModelForSequenceClassification.from_pretrained(f"{export}_reward_model")
+    assert reward.config.num_labels == 1

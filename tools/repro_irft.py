@@ -33,6 +33,10 @@ METHODS = {  # name -> (class, options); IRFT's T is stages over the one epoch
     "IRFT (T=2)": (lit_pref.IRFT, {"stages": 2}),
     "IRFT (T=5)": (lit_pref.IRFT, {"stages": 5}),
     "IRFT-linear (T=5)": (lit_pref.IRFT, {"stages": 5, "link": "linear"}),
+    "RFT (K=4)": (
+        lit_pref.RFT,
+        {"num_samples": 4, "beta": 0.05, "reward_lr": 1e-4, "reward_warmup_steps": 20},
+    ),
 }
 LENGTHS = {"text_as_chat": True, "max_length": 40, "max_prompt_length": 24}
 
@@ -64,7 +68,7 @@ def run(method: str, rho: float, seed: int, args) -> dict[str, float]:
         tokenizer="builtin:tiny", train="task:listops", format="demonstration", batch_size=args.batch_size,
         task_options={"num_rows": args.rows, "corruption": rho, "seed": seed}, **LENGTHS,
     )  # fmt: skip
-    if cls is lit_pref.IRFT:
+    if cls is not lit_pref.SFT:  # IRFT's negatives, RFT's samples: temperature 1
         options = {**options, "sampling": lit_pref.SamplingConfig(max_new_tokens=16)}
     module = cls(policy=START, lr=args.lr, **options)
     trainer = pl.Trainer(
@@ -92,10 +96,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--out", default="tools/figures/irft")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other methods' rows of an existing <out>.json (rerun only --methods)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
+    if args.merge and Path(f"{out}.json").exists():
+        old = json.loads(Path(f"{out}.json").read_text())
+        results = [r for r in old if r["method"] not in args.methods and r["method"] != "start"]
     start_model = lit_pref.SFT(policy=START)
     start_model.hparams.update(LENGTHS)
     start_model.configure_model()
@@ -103,7 +115,7 @@ def main() -> None:
     for seed in args.seeds:
         start = evaluate(start_model.policy, start_model.tokenizer, start_model.renderer(), ListOpsTask(seed=seed),
                          args.eval_prompts)  # fmt: skip
-        results.append({"method": "start", "rho": None, "seed": seed, **start, "steps": 0, "wall_s": 0.0})
+        results.insert(0, {"method": "start", "rho": None, "seed": seed, **start, "steps": 0, "wall_s": 0.0})
         for rho in args.rhos:
             for method in args.methods:
                 row = {"method": method, "rho": rho, "seed": seed, **run(method, rho, seed, args)}

@@ -6,6 +6,7 @@ from lit_pref.algorithms.irft import IRFT
 from lit_pref.algorithms.mpo import MPO
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.reward_model import RewardModel
+from lit_pref.algorithms.rft import RFT
 from lit_pref.algorithms.sft import SFT
 from lit_pref.algorithms.wspo import WSPO
 
@@ -19,6 +20,7 @@ __all__ = [
     "OutcomeModel",
     "PolicyModule",
     "RewardModel",
+    "RFT",
     "SFT",
     "WSPO",
 ]

@@ -173,17 +173,27 @@ class PolicyModule(pl.LightningModule):
             model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type()
         )
         self.policy.train()  # from_pretrained returns eval mode
+        self.build_extra_models()
         for provider in self.companions().values():
             provider.use_layout(self.layout)
             provider.attach(self)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
             self._shard(self.device_mesh["data_parallel"])
 
+    def build_extra_models(self) -> None:
+        """Build the models a method trains beside the policy (RFT's reward model); runs in `configure_model`
+        after the policy is built and before sharding. Such models are listed by `trained_models`."""
+
+    def trained_models(self) -> dict[str, nn.Module]:
+        """Every model this module trains, by attribute name: sharded, optimized and exported alike."""
+        return {"policy": self.policy}
+
     def _shard(self, mesh) -> None:
         from lit_pref.models.sharding import shard
 
         dtype, offload = self.hparams.fsdp_param_dtype, self.hparams.fsdp_offload_frozen
-        shard(self.policy, mesh, frozen=False, param_dtype=dtype)
+        for model in self.trained_models().values():
+            shard(model, mesh, frozen=False, param_dtype=dtype)
         for provider in self.companions().values():
             provider.keep_in_checkpoints()  # sharded checkpoints are loaded strictly, so they hold every shard
             for model in provider.frozen_models():
@@ -335,9 +345,14 @@ class PolicyModule(pl.LightningModule):
         return float(batch["attention_mask"].sum())
 
     # -- optimization -------------------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups (a method with a second trained model gives it its own group and lr)."""
+        return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
         horizon: list[int] = []  # asked for once, when first needed
 
@@ -401,13 +416,15 @@ class PolicyModule(pl.LightningModule):
         restore_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
 
     # -- export -------------------------------------------------------------------------------------------
-    def model_for_export(self, merge_lora: bool = True) -> nn.Module:
-        """The policy as a plain HF model (LoRA merged into a copy) or, with merge_lora=False, as an adapter."""
-        if is_peft(self.policy) and merge_lora:
+    def model_for_export(self, merge_lora: bool = True, name: str = "policy") -> nn.Module:
+        """A trained model (the policy by default) as a plain HF model (LoRA merged into a copy) or, with
+        merge_lora=False, as an adapter."""
+        model = self.trained_models()[name]
+        if is_peft(model) and merge_lora:
             import copy
 
-            return copy.deepcopy(self.policy).merge_and_unload()
-        return self.policy
+            return copy.deepcopy(model).merge_and_unload()
+        return model
 
 
 def reward_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:

@@ -96,7 +96,8 @@ class OnlineModule(PolicyModule):
         return rollout
 
     def rollout_loss(self, rollout: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """(loss, metrics) of the current policy on the rollout; metrics are logged as <stage>/<name>."""
+        """(loss, metrics) of the current policy on the rollout; metrics are logged as train/<name> and
+        val/<name>, except the method's own (`<metric_prefix>/<name>`): as they are in training, val/<name>."""
         raise NotImplementedError
 
     def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
@@ -129,7 +130,8 @@ class OnlineModule(PolicyModule):
 
     def _log_update(self, loss: Tensor, metrics: dict[str, Tensor], fresh: bool) -> None:
         rollout, prefix = self._rollout, self.metric_prefix
-        logged = {"train/loss": loss, **{f"train/{k}": v for k, v in metrics.items()}}
+        logged = {"train/loss": loss}
+        logged.update({k if k.startswith(f"{prefix}/") else f"train/{k}": v for k, v in metrics.items()})
         if fresh:
             logged[f"{prefix}/loss_first_update"] = loss
             logged.update(self.rollout_metrics(rollout))
@@ -147,9 +149,9 @@ class OnlineModule(PolicyModule):
         with torch.no_grad():
             rollout = self.score(self.rollout(batch))
             loss, metrics = self.rollout_loss(rollout)
+            own = f"{self.metric_prefix}/"
             metrics = {
-                **metrics,
-                **{k.split("/", 1)[-1]: v for k, v in self.rollout_metrics(rollout).items()},
+                k.removeprefix(own): v for k, v in {**metrics, **self.rollout_metrics(rollout)}.items()
             }
         logged = {
             f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32)

@@ -28,20 +28,22 @@ def full_state_dict(model) -> dict | None:
 
 
 def export_module(
-    module, dirpath: str | Path, merge_lora: bool = True, is_writer: bool = True
+    module, dirpath: str | Path, merge_lora: bool = True, is_writer: bool = True, name: str = "policy"
 ) -> Path | None:
-    """Save `module`'s policy (or reward model) and tokenizer with save_pretrained into `dirpath`.
+    """Save one of `module`'s trained models (its policy by default; see `trained_models`) and the tokenizer
+    with save_pretrained into `dirpath`.
 
     Under FSDP2 every rank must call this (the weights are gathered first); only `is_writer` writes."""
     from lit_pref.errors import ConfigError
     from lit_pref.models.loading import is_peft
 
-    state = full_state_dict(module.policy)
-    if state is not None and is_peft(module.policy) and merge_lora:
+    trained = module.trained_models()[name]
+    state = full_state_dict(trained)
+    if state is not None and is_peft(trained) and merge_lora:
         raise ConfigError(
             "ExportHF: merging LoRA into sharded weights is not supported; set merge_lora: false"
         )
-    model = module.policy if state is not None else module.model_for_export(merge_lora)
+    model = trained if state is not None else module.model_for_export(merge_lora, name)
     if not is_writer:
         return None
 
@@ -54,7 +56,8 @@ def export_module(
 
 
 class ExportHF(pl.Callback):
-    """At the end of fit, save the policy as a HF folder (temp dir, then rename: never half-written).
+    """At the end of fit, save the policy as a HF folder (temp dir, then rename: never half-written). A method
+    that trains more than the policy (RFT's reward model) gets each other model beside it, in `<dirpath>_<name>`.
 
     Args:
         dirpath: Target folder; '{log_dir}' is replaced by the run's log folder.
@@ -69,7 +72,11 @@ class ExportHF(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, module) -> None:
         log_dir = trainer.log_dir or trainer.default_root_dir
         path = self.dirpath.format(log_dir=log_dir)
-        exported = export_module(module, path, self.merge_lora, is_writer=trainer.is_global_zero)
-        if exported is not None:
-            self.exported_to = exported
-            print(f"lit_pref: exported the policy to {self.exported_to}")
+        for name in module.trained_models():
+            target = path if name == "policy" else f"{path}_{name}"
+            exported = export_module(module, target, self.merge_lora, trainer.is_global_zero, name)
+            if exported is None:
+                continue
+            if name == "policy":
+                self.exported_to = exported
+            print(f"lit_pref: exported the {name} to {exported}")
