@@ -149,6 +149,7 @@ def test_real_configs_cover_the_methods():
         "causal",
         "demo",
         "irft",
+        "rft",
     }
 
 
