@@ -123,7 +123,9 @@ def row_tokens(dataset) -> list[int]:
     outcome rows with a base-model sample prompt + response + prompt + sample, demonstrations prompt + response,
     prompt rows (online methods) the prompt only (their responses do not exist yet)."""
     prompts = [len(p) for p in dataset["prompt_ids"]]
-    columns = [c for c in ("chosen_ids", "rejected_ids", "response_ids", "sample_ids") if c in dataset.column_names]
+    columns = [
+        c for c in ("chosen_ids", "rejected_ids", "response_ids", "sample_ids") if c in dataset.column_names
+    ]
     if not columns:
         return prompts
     totals = [0] * len(prompts)
@@ -470,7 +472,9 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def token_batch_sampler(self) -> TokenBatchSampler:
         """Training batches of at most `batch_tokens` real tokens (said once, with the rows that exceed it)."""
-        sampler = TokenBatchSampler(row_tokens(self.datasets["train"]), self.batch_tokens, self.seed, self.shuffle)
+        sampler = TokenBatchSampler(
+            row_tokens(self.datasets["train"]), self.batch_tokens, self.seed, self.shuffle
+        )
         rows = len(sampler.tokens) / (len(sampler) * sampler.num_replicas)
         line = (
             f"lit_pref: training batches hold at most data.batch_tokens={self.batch_tokens} tokens: {len(sampler)} "

@@ -135,7 +135,10 @@ class TokenBatchSampler(EpochShuffleSampler):
         """This epoch's batches over all ranks (every rank computes the same list)."""
         batches: list[list[int]] = []
         total = self.budget + 1
-        for i in sorted(self.epoch_order(), key=self.tokens.__getitem__):  # stable: ties keep the random order
+        by_length = sorted(
+            self.epoch_order(), key=self.tokens.__getitem__
+        )  # stable: ties stay in random order
+        for i in by_length:
             if total + self.tokens[i] > self.budget:
                 batches.append([])
                 total = 0
