@@ -190,7 +190,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         batch_tokens: Size training batches by tokens instead of rows: each batch holds rows of similar length
             whose real tokens (prompt + response of every sequence the collator builds: a pair counts prompt +
             chosen + prompt + rejected) sum to at most this; a longer row is a batch of its own. Overrides
-            `batch_size` for training (docs/prefix_sharing.md#batch_tokens).
+            `batch_size` for training (docs/prefix_sharing.md#batch_tokens-batches-sized-by-tokens).
         eval_batch_size: Rows per validation/test batch (default: batch_size).
         shuffle: Shuffle training rows (a seeded permutation per epoch).
         seed: Seed of the shuffling and of the validation hold-out.

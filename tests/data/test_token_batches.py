@@ -10,7 +10,7 @@ import torch
 import lit_pref
 from lit_pref.data.datamodule import row_tokens
 from lit_pref.data.loader import ResumableDataLoader, TokenBatchSampler
-from tests.helpers import Recorder, data_module, trainer
+from tests.helpers import Recorder, data_module, fit_dpo_config_with, trainer
 
 
 def lengths(n: int = 101, seed: int = 0) -> list[int]:
@@ -132,19 +132,14 @@ def test_dpo_with_token_batches_shared_prefixes_and_packing_trains_to_the_schedu
     assert run.optimizers[0].param_groups[0]["lr"] == 0.0  # linear decay reached 0 on the last step
     assert losses[0] == pytest.approx(0.6931, abs=1e-3) and min(losses[-3:]) < losses[0] - 0.05
     # the batches do not depend on the layout, so the plain run takes the same steps with the same losses
-    plain, _ = dpo_fit()
+    plain, _ = dpo_fit(prefix_sharing=False)
     assert plain == pytest.approx(losses, abs=1e-5)
 
 
 def test_config_fragment_runs_after_the_dpo_config(tmp_path):
-    from lit_pref.cli import main
     from lit_pref.models.packing import SequenceLayout
-    from tests.conftest import REPO
 
-    run = main(["fit", "--config", str(REPO / "configs/dpo.yaml"),
-                "--config", str(REPO / "configs/batch_tokens.yaml"), "--trainer.max_steps", "2",
-                "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
-                "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+    run = fit_dpo_config_with("batch_tokens.yaml", tmp_path)
     assert run.model.layout == SequenceLayout(True, 64)
     assert isinstance(run.trainer.train_dataloader.batch_sampler, TokenBatchSampler)
     assert 512 / 18 <= run.trainer.num_training_batches <= 512 / 16  # 768 tokens hold 16-18 pairs of 42-46

@@ -14,7 +14,7 @@ from lit_pref.models.batching import sequences_batch
 from lit_pref.models.loading import load_causal_lm
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.models.packing import SequenceLayout, block_mask, plan_layout, supports_layout
-from tests.helpers import Recorder, data_module, trainer
+from tests.helpers import Recorder, data_module, fit_dpo_config_with, trainer
 
 LAYOUTS = [SequenceLayout(True), SequenceLayout(True, 48), SequenceLayout(False, 40), SequenceLayout(True, 1)]
 
@@ -264,13 +264,7 @@ def test_seeded_mpo_runs_equal_with_prefix_sharing_on_and_off():
 
 
 def test_config_fragment_runs_after_a_method_config(tmp_path):
-    from lit_pref.cli import main
-    from tests.conftest import REPO
-
-    run = main(["fit", "--config", str(REPO / "configs/dpo.yaml"),
-                "--config", str(REPO / "configs/prefix_sharing.yaml"), "--trainer.max_steps", "2",
-                "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
-                "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+    run = fit_dpo_config_with("prefix_sharing.yaml", tmp_path)
     assert run.model.layout == SequenceLayout(True, 128)
     assert all(p.layout == run.model.layout for p in run.model.companions().values())
     assert run.trainer.global_step == 2
