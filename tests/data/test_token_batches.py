@@ -93,6 +93,27 @@ def test_loader_resumes_mid_epoch_and_repeats_batches():
     assert [b.tolist() for b in twice] == [full[2]] + [b for b in full[3:] for _ in range(2)]
 
 
+def test_lightning_keeps_the_token_batches_on_two_processes():
+    """Under DDP / FSDP2 Lightning swaps a loader's sampler for its own DistributedSampler unless it is one already,
+    and cannot put one into a custom batch sampler (a TypeError); the loader shows it the token batch sampler.
+    (Lightning's private `_prepare_dataloader` is what `fit` calls on every process; no process group needed.)"""
+    from lightning.pytorch.trainer.states import RunningStage
+    from torch.utils.data import DataLoader
+
+    run = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+
+    def prepare(loader):
+        return run._data_connector._prepare_dataloader(loader, shuffle=True, mode=RunningStage.TRAINING)
+
+    def sampler():
+        return TokenBatchSampler(lengths(), 200, seed=0, world=2, rank=1)
+
+    ours = ResumableDataLoader(list(range(103)), batch_sampler=sampler())
+    assert prepare(ours) is ours and len(ours) == len(sampler())
+    with pytest.raises(TypeError, match="batch sampler"):  # what a plain DataLoader would meet
+        prepare(DataLoader(list(range(103)), batch_sampler=sampler()))
+
+
 def test_datamodule_batches_are_sized_by_the_collated_tokens(caplog):
     dm = data_module(max_rows=48, batch_size=4, batch_tokens=400)
     dm.setup("fit")
