@@ -164,6 +164,7 @@ class TokenBatchSampler(EpochShuffleSampler):
 class ResumableDataLoader(DataLoader):
     """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume
     mid-epoch on exactly the batch after the checkpoint (tests/algorithms/test_checkpoint.py holds it to that).
+    Batches are `batch_size` rows of a row `sampler`, or those of a token `batch_sampler` (`data.batch_tokens`).
 
     With `repeats` > 1 every batch is handed out that many times in a row (an online method's rollout serves
     several optimizer steps, so one Trainer step stays one optimizer step); the count is then of steps served,
@@ -181,8 +182,9 @@ class ResumableDataLoader(DataLoader):
         self._batch_order = batch_sampler  # read by the `sampler` property below, which DataLoader sets
         super().__init__(*args, sampler=sampler, batch_sampler=batch_sampler, **kwargs)
         #: the seeded order that resumes: the row sampler (its `skip` counts rows) or the token batch sampler
+        #: (its `skip` counts batches)
         self.order: EpochShuffleSampler = batch_sampler if batch_sampler is not None else sampler
-        self.rows_per_skip = 1 if batch_sampler is not None else self.batch_size
+        self.skip_per_batch = 1 if batch_sampler is not None else self.batch_size
         self.repeats = repeats
         self.yielded = 0
         self._skip_repeats = 0
@@ -201,7 +203,7 @@ class ResumableDataLoader(DataLoader):
         return super().__len__() * self.repeats
 
     def __iter__(self):
-        self.yielded = (self.order.skip // self.rows_per_skip) * self.repeats + self._skip_repeats
+        self.yielded = (self.order.skip // self.skip_per_batch) * self.repeats + self._skip_repeats
         first_repeat, self._skip_repeats = self._skip_repeats, 0
         for batch in super().__iter__():
             for _ in range(first_repeat, self.repeats):
@@ -214,5 +216,5 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.order.set_epoch(state["epoch"])
-        self.order.skip = (state["batches"] // self.repeats) * self.rows_per_skip
+        self.order.skip = (state["batches"] // self.repeats) * self.skip_per_batch
         self._skip_repeats = state["batches"] % self.repeats
