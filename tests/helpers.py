@@ -46,3 +46,14 @@ def trainer(max_steps: int, callbacks=(), **kwargs) -> pl.Trainer:
         callbacks=list(callbacks),
         **kwargs,
     )
+
+
+def fit_dpo_config_with(fragment: str, save_dir, steps: int = 2):
+    """`python -m lit_pref fit --config configs/dpo.yaml --config configs/<fragment>` for `steps` steps, quietly."""
+    from lit_pref.cli import main
+    from tests.conftest import REPO
+
+    return main(["fit", "--config", str(REPO / "configs/dpo.yaml"), "--config", str(REPO / "configs" / fragment),
+                 "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
+                 "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+                 "--trainer.logger.init_args.save_dir", str(save_dir)])  # fmt: skip

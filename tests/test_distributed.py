@@ -117,7 +117,8 @@ def test_fsdp2_wspo_with_four_models(tmp_path):
 
 
 def test_fsdp2_dpo_with_shared_prefixes_equals_the_plain_one_process_run(tmp_path):
-    one = fit(tmp_path, "one", *DPO, "--data.batch_size", "16", "--trainer.max_steps", "3")
+    plain = ["--model.init_args.prefix_sharing", "false"]
+    one = fit(tmp_path, "one", *DPO, *plain, "--data.batch_size", "16", "--trainer.max_steps", "3")
     shared = ["--model.init_args.prefix_sharing", "true", "--model.init_args.pack_tokens", "128"]
     two = fit(tmp_path, "two", *DPO, *FSDP2, *shared, "--data.batch_size", "8", "--trainer.max_steps", "3")
     assert [s for s, _ in two["losses"]] == [1, 2, 3]

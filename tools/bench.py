@@ -2,6 +2,7 @@
 
     python tools/bench.py --out docs/benchmarks.md            # full run (a few minutes on 2 cores)
     python tools/bench.py --quick                             # smoke run (< 1 min), prints the tables
+    python tools/bench.py --token-batches                     # data.batch_tokens: rows, tokens, padding (no model)
 
 Every contender runs in its own process (so its peak RSS is its own) on the same model, the same pre-tokenized
 rows and the same batch shapes, with the same torch thread count. A coordinator hands out one step at a time,
@@ -717,6 +718,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(e.g. builtin:smollm2-135m), long-tailed lengths, prefix sharing and packing")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=2, help="--model: pairs per step")
     parser.add_argument("--repeats", type=int, default=3, help="--model: repeats of the MPO and generation timings")
+    parser.add_argument("--token-batches", action="store_true", help="only print the batch_tokens table "
+                        "(rows, tokens and padding per batch of long-tailed rows; no model runs)")  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -732,6 +735,8 @@ def main(argv: list[str] | None = None) -> None:
     trl_names = ["TRL DPOTrainer"] if have_trl else []
     started = time.perf_counter()
     tmp_root = Path(tempfile.mkdtemp(prefix="lit_pref_bench-"))
+    if args.token_batches:
+        return print(token_batching_section())
     if args.model:
         return real_main(args, have_trl)
     for spec in ("builtin:tiny", "builtin:tiny-large"):  # build once, before any worker needs them
@@ -948,6 +953,56 @@ def length_grouping_section(base: dict, tmp_root: Path, peak: float) -> str:
     )
 
 
+def token_batching_section(n_rows: int = 512, batch_size: int = 8, pack_tokens: int = 1024) -> str:
+    """Rows per batch, tokens per batch and padding of one epoch of `long_tailed_rows`, batched by rows and by
+    tokens (`data.batch_tokens`, with the budget of batch_size average pairs), plain and prefix-shared + packed;
+    counted from the collated batches and their layouts, no model runs."""
+    from statistics import mean
+
+    from lit_pref.data.collate import Collator
+    from lit_pref.data.loader import EpochShuffleSampler, LengthGroupedSampler, TokenBatchSampler
+    from lit_pref.models.packing import SequenceLayout, plan_layout
+
+    rows = long_tailed_rows(n_rows, 1809, 0)
+    for i, r in enumerate(rows):
+        r["index"] = i
+    tokens = [pair_tokens(r) for r in rows]
+    lengths = [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in rows]
+    budget = round(batch_size * mean(tokens) / 256) * 256
+    collate = Collator("pairwise", 0)
+    by_rows = list(EpochShuffleSampler(n_rows, 0))
+    grouped = list(LengthGroupedSampler(lengths, batch_size, 0))
+    starts = range(0, n_rows, batch_size)
+    samplers = {
+        f"batch_size {batch_size}": [by_rows[s : s + batch_size] for s in starts],
+        f"batch_size {batch_size}, group_by_length": [grouped[s : s + batch_size] for s in starts],
+        f"batch_tokens {budget}": list(TokenBatchSampler(tokens, budget, 0)),
+    }
+    lines = [
+        "| batching | layout | batches | rows per batch: mean (min-max) | real tokens per batch: mean (min-max) "
+        "| forward tensor tokens per batch: mean (max) | padding |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, batches in samplers.items():
+        for layout in (SequenceLayout(), SequenceLayout(True, pack_tokens)):
+            real, forward, kept = [], [], 0  # real tokens, the forward's tensor size, its non-padding tokens
+            for b in batches:
+                batch = collate([rows[i] for i in b])
+                real.append(sum(tokens[i] for i in b))
+                ids = batch["input_ids"] if layout.plain else plan_layout(batch, layout).input_ids
+                forward.append(ids.numel())
+                kept += int((ids != 0).sum())  # token ids are >= 16; 0 is padding
+            sizes = [len(b) for b in batches]
+            padding = 1 - kept / sum(forward)
+            shown = "plain" if layout.plain else f"prefix-shared + packed ({pack_tokens})"
+            lines.append(
+                f"| {name} | {shown} | {len(batches)} | {mean(sizes):.1f} ({min(sizes)}-{max(sizes)}) | "
+                f"{mean(real):,.0f} ({min(real):,}-{max(real):,}) | {mean(forward):,.0f} ({max(forward):,}) | "
+                f"{100 * padding:.1f}% |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 # -- real model (--model) -------------------------------------------------------------------------------------
 
 #: contenders run two at a time (A B A B; two fp32 copies of a 135 M model each fit next to the other jobs of a
@@ -1092,6 +1147,7 @@ NOTES = """## What makes the step fast, and where each optimization shows up abo
 | precomputed reference log-probs (`lit_pref.Precomputed`) | `lit_pref DPO, precomputed ref` vs `lit_pref SFT` |
 | length-aware batching (`data.group_by_length`) | the length-aware batching table (padding, real tokens/s) |
 | prefix sharing and packing (`prefix_sharing`, `pack_tokens`) | the real-model section (`tools/bench.py --model`) |
+| token-budget batches (`data.batch_tokens`) | `tools/bench.py --token-batches` (rows, tokens and padding per batch; docs/prefix_sharing.md) |
 | KV-cached, batched, left-padded generation | the generation table (vs one prompt at a time, vs no KV cache) |
 
 Lightning's own per-step cost, profiled once against the bare loop on a tiny batch (2 pairs x 16 tokens): about

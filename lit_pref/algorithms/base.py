@@ -61,7 +61,10 @@ class PolicyModule(pl.LightningModule):
             vocabularies. null: the plain path through the full (batch, length, vocab) logits.
         prefix_sharing: Score rows that continue the same prompt (chosen and rejected, K samples of a group) as
             one sequence: the prompt once, each response after it, masked so responses never see each other.
-            Same log-probs as the plain batch, fewer tokens; for the policy and every companion model.
+            Same log-probs as the plain batch, fewer tokens; for the policy and every companion model. null (the
+            default): on for methods whose batches hold several responses per prompt (pairs, groups), off for
+            SFT and outcome models; a model whose attention cannot take the mask keeps the plain layout (one
+            warning).
         pack_tokens: Pack the batch's sequences into rows of at most this many tokens (block-diagonal masks, no
             padding between them); null keeps one sequence per row, padded to the longest.
         text_as_chat: Linked from `data.text_as_chat`: how texts are rendered for scoring outside the data module.
@@ -73,6 +76,8 @@ class PolicyModule(pl.LightningModule):
     accepted_formats: tuple[str, ...] = ("pairwise",)
     #: how `predict` reads its rows: prompts to complete (policies) or "auto" (scorers read prompt + response)
     predict_format: str = "prompt"
+    #: whether a batch holds several responses per prompt (pairs, groups): `prefix_sharing`'s default
+    shares_prompts: bool = True
     #: constructor arguments holding objects (companion providers, oracles), not settings: not hyper-parameters
     object_args: tuple[str, ...] = ()
 
@@ -93,7 +98,7 @@ class PolicyModule(pl.LightningModule):
         max_length: int = 512,
         max_prompt_length: int = 256,
         max_logits_elements: int | None = MAX_LOGITS_ELEMENTS,
-        prefix_sharing: bool = False,
+        prefix_sharing: bool | None = None,
         pack_tokens: int | None = None,
         text_as_chat: bool = False,
         sampling: SamplingConfig | None = None,
@@ -267,7 +272,8 @@ class PolicyModule(pl.LightningModule):
     @property
     def layout(self) -> SequenceLayout:
         """How batches are laid out for every forward (policy and companions): `prefix_sharing`, `pack_tokens`."""
-        return SequenceLayout(self.hparams.prefix_sharing, self.hparams.pack_tokens)
+        sharing = self.hparams.prefix_sharing
+        return SequenceLayout(self.shares_prompts if sharing is None else sharing, self.hparams.pack_tokens)
 
     def policy_logps(self, batch: dict[str, Any]) -> TokenLogps:
         return sequence_logps(self.policy, batch, self.hparams.max_logits_elements, self.layout)

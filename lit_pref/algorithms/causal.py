@@ -38,6 +38,7 @@ class OutcomeModel(ScorerModule):
     """
 
     accepted_formats = ("outcome",)
+    shares_prompts = False  # one text per row
 
     def __init__(self, outcome_type: OutcomeType = "continuous", **kwargs: Any):
         super().__init__(**kwargs)

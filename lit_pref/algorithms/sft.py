@@ -20,6 +20,7 @@ class SFT(PolicyModule):
     """
 
     accepted_formats = ("demonstration", "outcome")
+    shares_prompts = False  # one response per prompt: nothing to share
 
     def __init__(self, reduction: Literal["token_mean", "sequence_sum"] = "token_mean", **kwargs: Any):
         super().__init__(**kwargs)

@@ -82,6 +82,7 @@ class WSPO(PolicyModule):
             )
         # pairwise: pairs of responses of one prompt (demonstration rows are paired by prompt in setup)
         self.accepted_formats = ("pairwise",) if level == "pairwise" else ("demonstration",)
+        self.shares_prompts = level == "pairwise"
         self.reference = default_reference(self, reference)
         weak = [FrozenCopy(model=path, dtype=weak_dtype) for path in (weak_reference, weak_aligned)]
         for provider, option in zip(weak, ("weak_reference", "weak_aligned")):

@@ -51,7 +51,9 @@ def build_tiny_sft(folder: Path, name: str) -> Path:
 def build_tiny_dpo(folder: Path, name: str) -> Path:
     """DPO of builtin:<base>-sft-<task> on task:<task>'s pairs (`name` = '<base>-dpo-<task>'), exported to `folder`."""
     base, task = split_name(name, "-dpo-")
-    module = partial(DPO, policy=f"builtin:{base}-sft-{task}", beta=0.1, lr=2e-4, warmup_steps=10)
+    # prefix_sharing off: the layout the artifact was recorded with, so it stays bit-stable on every machine
+    module = partial(DPO, policy=f"builtin:{base}-sft-{task}", beta=0.1, lr=2e-4, warmup_steps=10,
+                     prefix_sharing=False)  # fmt: skip
     return train_and_export(folder, name, module, base, task, "pairwise")
 
 

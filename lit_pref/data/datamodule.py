@@ -12,7 +12,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_pref.data.collate import Collator
-from lit_pref.data.loader import EpochShuffleSampler, LengthGroupedSampler, ResumableDataLoader
+from lit_pref.data.loader import (
+    EpochShuffleSampler,
+    LengthGroupedSampler,
+    ResumableDataLoader,
+    TokenBatchSampler,
+)
 from lit_pref.data.render import Renderer
 from lit_pref.data.schema import (
     OUTCOME_NUMBERS,
@@ -113,6 +118,24 @@ def row_lengths(dataset) -> list[int]:
     return [p + max(c) for p, *c in zip(prompts, *completions)]
 
 
+def row_tokens(dataset) -> list[int]:
+    """Real tokens of each row as the collator lays it out: pairs count prompt + chosen + prompt + rejected,
+    outcome rows with a base-model sample prompt + response + prompt + sample, demonstrations prompt + response,
+    prompt rows (online methods) the prompt only (their responses do not exist yet)."""
+    prompts = [len(p) for p in dataset["prompt_ids"]]
+    columns = [
+        c for c in ("chosen_ids", "rejected_ids", "response_ids", "sample_ids") if c in dataset.column_names
+    ]
+    if not columns:
+        return prompts
+    totals = [0] * len(prompts)
+    for column in columns:
+        for i, ids in enumerate(dataset[column]):
+            if ids is not None:
+                totals[i] += prompts[i] + len(ids)
+    return totals
+
+
 def fit_validation_interval(trainer, batches: int) -> None:
     """Clamp an integer `trainer.val_check_interval` to the training batches of one epoch (per process).
 
@@ -162,7 +185,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         val_fraction: Fraction of `train` held out for validation when `val` is not given.
         train_split: Split name for hub training sources.
         val_split: Split name for hub validation sources.
-        batch_size: Rows (pairs, for pairwise data) per training batch.
+        batch_size: Rows (pairs, for pairwise data) per training batch; with `batch_tokens`, per validation and
+            test batch only.
+        batch_tokens: Size training batches by tokens instead of rows: each batch holds rows of similar length
+            whose real tokens (prompt + response of every sequence the collator builds: a pair counts prompt +
+            chosen + prompt + rejected) sum to at most this; a longer row is a batch of its own. Overrides
+            `batch_size` for training (docs/prefix_sharing.md#batch_tokens-batches-sized-by-tokens).
         eval_batch_size: Rows per validation/test batch (default: batch_size).
         shuffle: Shuffle training rows (a seeded permutation per epoch).
         seed: Seed of the shuffling and of the validation hold-out.
@@ -193,6 +221,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         train_split: str = "train",
         val_split: str = "test",
         batch_size: int = 8,
+        batch_tokens: int | None = None,
         eval_batch_size: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
@@ -206,7 +235,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if not 0 <= val_fraction < 1:
             raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+        for name, value, low in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 1),
+                                 ("eval_batch_size", eval_batch_size, 1),
                                  ("max_length", max_length, 2), ("max_prompt_length", max_prompt_length, 1),
                                  ("num_workers", num_workers, 0), ("pad_to_multiple_of", pad_to_multiple_of, 1),
                                  ("max_rows", max_rows, 1)):  # fmt: skip
@@ -227,6 +257,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.splits = {"train": train_split, "val": val_split, "test": val_split, "predict": val_split}
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.eval_batch_size = eval_batch_size or batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -417,16 +448,18 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         ds = self.datasets["train"]
-        if len(ds) < self.batch_size:
+        if self.batch_tokens is not None:
+            sizing = {"batch_sampler": self.token_batch_sampler()}
+        elif len(ds) < self.batch_size:
             raise DataError(f"data.train has {len(ds)} rows, fewer than data.batch_size={self.batch_size}")
+        else:
+            sizing = {"batch_size": self.batch_size, "sampler": self.train_sampler(), "drop_last": True}
         self._train_loader = ResumableDataLoader(
             ds,
-            batch_size=self.batch_size,
-            sampler=self.train_sampler(),
             collate_fn=self.collator("train"),
             num_workers=self.num_workers,
-            drop_last=True,
             repeats=self.batch_repeats,
+            **sizing,
         )
         fit_validation_interval(self.trainer, len(self._train_loader))
         return self._train_loader
@@ -436,6 +469,25 @@ class PreferenceDataModule(pl.LightningDataModule):
         if not self.group_by_length:
             return EpochShuffleSampler(len(ds), self.seed, self.shuffle)
         return LengthGroupedSampler(row_lengths(ds), self.batch_size, self.seed, self.shuffle)
+
+    def token_batch_sampler(self) -> TokenBatchSampler:
+        """Training batches of at most `batch_tokens` real tokens (said once, with the rows that exceed it)."""
+        sampler = TokenBatchSampler(
+            row_tokens(self.datasets["train"]), self.batch_tokens, self.seed, self.shuffle
+        )
+        rows = len(sampler.tokens) / (len(sampler) * sampler.num_replicas)
+        line = (
+            f"lit_pref: training batches hold at most data.batch_tokens={self.batch_tokens} tokens: {len(sampler)} "
+            f"batches per process and epoch, {rows:.1f} rows each on average (data.batch_size={self.batch_size} "
+            "sizes validation and test batches only)"
+        )
+        if sampler.oversized:
+            line += (
+                f"; {sampler.oversized} rows are longer than the budget (up to {max(sampler.tokens)} tokens) and "
+                "each forms a batch of its own"
+            )
+        rank_zero_info(line)
+        return sampler
 
     def _eval_loader(self, name: str, row_format: str | None = None) -> DataLoader | list:
         if name not in self.datasets:

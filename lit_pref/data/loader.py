@@ -89,26 +89,121 @@ class LengthGroupedSampler(EpochShuffleSampler):
         return [i for b in full for i in b] + rest
 
 
+def _even_count(batches: list[list[int]], world: int) -> list[list[int]]:
+    """The batches padded to a multiple of `world` (every rank must take as many steps, or DDP/FSDP2 deadlock):
+    the batch with most rows is split in two, again and again (every row still served once); only when no batch
+    has two rows are the first batches served again."""
+    batches = list(batches)
+    for _ in range(-len(batches) % world):
+        widest = max(range(len(batches)), key=lambda b: len(batches[b]))
+        if len(batches[widest]) < 2:
+            break
+        rows = batches.pop(widest)
+        batches[widest:widest] = [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
+    return batches + [batches[i % len(batches)] for i in range(-len(batches) % world)]
+
+
+class TokenBatchSampler(EpochShuffleSampler):
+    """Batches of row indices whose token counts sum to at most `budget`; a row longer than the budget is a batch
+    of its own (never dropped or cut). A DataLoader's `batch_sampler`.
+
+    Every epoch the rows are sorted by token count, ties in the epoch's seeded order (seed + epoch), and cut
+    greedily into batches; the batches are shuffled (seed + epoch + 1) and dealt to the ranks round-robin. The
+    number of batches thus depends on the lengths only, never on the epoch: Lightning fixes an epoch's length
+    (and the LR schedule's horizon) once per fit. Rows of similar length share a batch, which keeps padding low
+    as `group_by_length` does. The count is padded to a multiple of the ranks (`_even_count`), and `skip` counts
+    this rank's batches (mid-epoch resume).
+    """
+
+    def __init__(
+        self,
+        tokens: list[int],
+        budget: int,
+        seed: int,
+        shuffle: bool = True,
+        world: int | None = None,
+        rank: int | None = None,
+    ):
+        super().__init__(len(tokens), seed, shuffle, world, rank)
+        self.tokens = tokens
+        self.budget = budget
+        #: rows longer than the budget, each served as a batch of its own
+        self.oversized = sum(t > budget for t in tokens)
+        self._count: int | None = None
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This epoch's batches over all ranks (every rank computes the same list)."""
+        batches: list[list[int]] = []
+        total = self.budget + 1
+        by_length = sorted(
+            self.epoch_order(), key=self.tokens.__getitem__
+        )  # stable: ties stay in random order
+        for i in by_length:
+            if total + self.tokens[i] > self.budget:
+                batches.append([])
+                total = 0
+            batches[-1].append(i)
+            total += self.tokens[i]
+        batches = _even_count(batches, self.num_replicas)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch + 1)
+            batches = [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self.epoch_batches()[self.rank :: self.num_replicas]
+        skip, self.skip = self.skip, 0
+        return iter(mine[skip:])
+
+    def __len__(self) -> int:
+        if self._count is None:  # the same for every epoch
+            self._count = len(self.epoch_batches()) // self.num_replicas
+        return self._count
+
+
 class ResumableDataLoader(DataLoader):
     """Counts the batches it has handed out this epoch; `state_dict`/`load_state_dict` let Lightning resume
     mid-epoch on exactly the batch after the checkpoint (tests/algorithms/test_checkpoint.py holds it to that).
+    Batches are `batch_size` rows of a row `sampler`, or those of a token `batch_sampler` (`data.batch_tokens`).
 
     With `repeats` > 1 every batch is handed out that many times in a row (an online method's rollout serves
     several optimizer steps, so one Trainer step stays one optimizer step); the count is then of steps served,
     and a resume inside a run of repeats serves the rest of that run first.
     """
 
-    def __init__(self, *args: Any, sampler: EpochShuffleSampler, repeats: int = 1, **kwargs: Any):
-        super().__init__(*args, sampler=sampler, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        sampler: EpochShuffleSampler | None = None,
+        batch_sampler: TokenBatchSampler | None = None,
+        repeats: int = 1,
+        **kwargs: Any,
+    ):
+        self._batch_order = batch_sampler  # read by the `sampler` property below, which DataLoader sets
+        super().__init__(*args, sampler=sampler, batch_sampler=batch_sampler, **kwargs)
+        #: the seeded order that resumes: the row sampler (its `skip` counts rows) or the token batch sampler
+        #: (its `skip` counts batches)
+        self.order: EpochShuffleSampler = batch_sampler if batch_sampler is not None else sampler
+        self.skip_per_batch = 1 if batch_sampler is not None else self.batch_size
         self.repeats = repeats
         self.yielded = 0
         self._skip_repeats = 0
+
+    @property
+    def sampler(self):
+        """The row sampler, or the token batch sampler in place of DataLoader's placeholder: Lightning leaves a
+        loader whose sampler is a DistributedSampler alone, instead of replacing our per-rank split with its own."""
+        return self._batch_order if self._batch_order is not None else self._row_sampler
+
+    @sampler.setter
+    def sampler(self, value) -> None:
+        self._row_sampler = value
 
     def __len__(self) -> int:
         return super().__len__() * self.repeats
 
     def __iter__(self):
-        self.yielded = (self.sampler.skip // self.batch_size) * self.repeats + self._skip_repeats
+        self.yielded = (self.order.skip // self.skip_per_batch) * self.repeats + self._skip_repeats
         first_repeat, self._skip_repeats = self._skip_repeats, 0
         for batch in super().__iter__():
             for _ in range(first_repeat, self.repeats):
@@ -117,9 +212,9 @@ class ResumableDataLoader(DataLoader):
             first_repeat = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.yielded}
+        return {"epoch": self.order.epoch, "batches": self.yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.skip = (state["batches"] // self.repeats) * self.batch_size
+        self.order.set_epoch(state["epoch"])
+        self.order.skip = (state["batches"] // self.repeats) * self.skip_per_batch
         self._skip_repeats = state["batches"] % self.repeats

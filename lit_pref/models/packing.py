@@ -97,7 +97,8 @@ def supports_layout(model: nn.Module) -> bool:
         warnings.warn(
             f"lit_pref: prefix_sharing / pack_tokens need a model whose attention takes a custom 4D mask "
             f"(attn_implementation 'sdpa' or 'eager'); this model uses {impl!r}, so batches keep the plain "
-            "padded layout. Load the model with attn_implementation='sdpa' to share prefixes",
+            "padded layout (same log-probs, no saving). Load the model with attn_implementation='sdpa' to share "
+            "prefixes, or set model.init_args.prefix_sharing: false and no pack_tokens to keep it without this warning",
             stacklevel=3,
         )
     return False

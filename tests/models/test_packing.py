@@ -14,7 +14,7 @@ from lit_pref.models.batching import sequences_batch
 from lit_pref.models.loading import load_causal_lm
 from lit_pref.models.logprobs import sequence_logps
 from lit_pref.models.packing import SequenceLayout, block_mask, plan_layout, supports_layout
-from tests.helpers import Recorder, data_module, trainer
+from tests.helpers import Recorder, data_module, fit_dpo_config_with, trainer
 
 LAYOUTS = [SequenceLayout(True), SequenceLayout(True, 48), SequenceLayout(False, 40), SequenceLayout(True, 1)]
 
@@ -152,6 +152,38 @@ def test_eager_attention_takes_the_additive_mask():
     assert_same(model, pair_batch(), SequenceLayout(True, 48))
 
 
+def test_prefix_sharing_is_on_by_default_where_rows_share_prompts():
+    assert lit_pref.DPO().layout == lit_pref.RewardModel().layout == SequenceLayout(True)
+    oracle = lit_pref.BradleyTerryOracle(lit_pref.TaskReward("reviews"))
+    assert lit_pref.MPO(oracle=oracle).layout.prefix_sharing  # K samples of a prompt
+    # one response per prompt: nothing to share
+    assert lit_pref.SFT().layout == lit_pref.OutcomeModel().layout == SequenceLayout()
+    assert lit_pref.DPO(prefix_sharing=False, pack_tokens=64).layout == SequenceLayout(False, 64)
+    assert lit_pref.SFT(prefix_sharing=True).layout == SequenceLayout(True)
+
+
+def test_the_default_falls_back_with_one_warning_on_models_without_a_mask_path():
+    from lit_pref.models import packing
+    from lit_pref.models.logprobs import layout_inputs
+
+    class Flex(nn.Module):
+        config = type("Config", (), {"_attn_implementation": "flex_attention"})()
+
+    batch = pair_batch()
+    packing._warned.discard("flex_attention")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # every forward of a run: one warning in all
+            inputs, plan = layout_inputs(Flex(), batch, lit_pref.DPO().layout)
+            assert plan is None and inputs["input_ids"] is batch["input_ids"]  # the plain batch, as given
+    assert [str(w.message) for w in caught if "flex_attention" in str(w.message)] == [
+        "lit_pref: prefix_sharing / pack_tokens need a model whose attention takes a custom 4D mask (attn_implementation "
+        "'sdpa' or 'eager'); this model uses 'flex_attention', so batches keep the plain padded layout (same "
+        "log-probs, no saving). Load the model with attn_implementation='sdpa' to share prefixes, or set "
+        "model.init_args.prefix_sharing: false and no pack_tokens to keep it without this warning"
+    ]
+
+
 def test_models_without_a_mask_path_and_left_padding_keep_the_plain_layout(tiny):
     class Stub(nn.Module):
         config = type("Config", (), {"_attn_implementation": "flash_attention_2"})()
@@ -189,11 +221,11 @@ def test_reward_model_scores_with_shared_prompts():
     torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)
 
 
-def dpo_losses(reference_kind: str, **layout) -> list[float]:
+def dpo_losses(reference_kind: str, prefix_sharing: bool = False, **layout) -> list[float]:
     pl.seed_everything(0, verbose=False)
     rec = Recorder()
     reference = lit_pref.Precomputed() if reference_kind == "precomputed" else None
-    module = lit_pref.DPO(lr=1e-3, reference=reference, **layout)
+    module = lit_pref.DPO(lr=1e-3, reference=reference, prefix_sharing=prefix_sharing, **layout)
     trainer(4, [rec], limit_val_batches=0).fit(module, data_module(max_rows=32, batch_size=8))
     return [loss for _, loss, _ in rec.steps]
 
@@ -206,7 +238,7 @@ def test_seeded_dpo_runs_equal_with_prefix_sharing_on_and_off(reference_kind):
     assert shared == pytest.approx(plain, abs=1e-5)
 
 
-def mpo_losses(**layout) -> list[float]:
+def mpo_losses(prefix_sharing: bool = False) -> list[float]:
     pl.seed_everything(0, verbose=False)
     rec = Recorder()
     data = lit_pref.PreferenceDataModule(
@@ -215,7 +247,8 @@ def mpo_losses(**layout) -> list[float]:
     )  # fmt: skip
     module = lit_pref.MPO(
         oracle=lit_pref.BradleyTerryOracle(lit_pref.TaskReward("reviews"), tau=0.25), num_samples=4,
-        updates_per_rollout=2, sampling=lit_pref.SamplingConfig(max_new_tokens=8), lr=1e-3, **layout,
+        updates_per_rollout=2, sampling=lit_pref.SamplingConfig(max_new_tokens=8), lr=1e-3,
+        prefix_sharing=prefix_sharing,
     )  # fmt: skip
     trainer(4, [rec], limit_val_batches=0).fit(module, data)
     return [loss for _, loss, _ in rec.steps]
@@ -231,13 +264,7 @@ def test_seeded_mpo_runs_equal_with_prefix_sharing_on_and_off():
 
 
 def test_config_fragment_runs_after_a_method_config(tmp_path):
-    from lit_pref.cli import main
-    from tests.conftest import REPO
-
-    run = main(["fit", "--config", str(REPO / "configs/dpo.yaml"),
-                "--config", str(REPO / "configs/prefix_sharing.yaml"), "--trainer.max_steps", "2",
-                "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
-                "--trainer.logger.init_args.save_dir", str(tmp_path)])  # fmt: skip
+    run = fit_dpo_config_with("prefix_sharing.yaml", tmp_path)
     assert run.model.layout == SequenceLayout(True, 128)
     assert all(p.layout == run.model.layout for p in run.model.companions().values())
     assert run.trainer.global_step == 2

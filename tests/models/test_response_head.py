@@ -113,8 +113,12 @@ def test_dpo_with_precomputed_reference_has_the_live_losses(tmp_path):
             live_loss, live_metrics = live.compute_loss(batch)
             pre_loss, pre_metrics = pre.compute_loss(batch)
         torch.testing.assert_close(pre_loss, live_loss, **TOL)
+        # at lr 0 the policy is the reference: every margin is 0 up to float rounding (1e-8 apart in a cache
+        # computed in other batches, with shared prompts), so the accuracy (margin > 0) counts rounding noise
+        assert live_metrics["rewards/margins"].abs() < 1e-6
         for key, value in live_metrics.items():
-            torch.testing.assert_close(pre_metrics[key], value, **TOL, msg=key)
+            if key != "rewards/accuracies":
+                torch.testing.assert_close(pre_metrics[key], value, **TOL, msg=key)
 
 
 def per_row_logps(model, dm) -> dict[tuple[int, int], float]:
