@@ -247,3 +247,25 @@ def test_a_short_run_learns_a_reward_that_prefers_demonstrations():
     assert mean(last, 0) > mean(first, 0) + 1.0
     assert mean(last, 1) < mean(first, 1) / 2
     assert {"val/reward_accuracy", "val/reward_demo", "val/kl", "val/pg_loss"} <= set(fit.callback_metrics)
+
+
+def test_lora_on_both_models_resumes_and_the_kl_reference_is_the_adapter_off_policy(tmp_path):
+    lora = lit_pref.LoraSettings(r=4, alpha=8)
+    torch.manual_seed(0)
+    module = rft(lora=lora)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(2, callbacks=[checkpoints], enable_checkpointing=True, default_root_dir=tmp_path).fit(
+        module, listops_data()
+    )
+    assert isinstance(module.reference, lit_pref.DisabledAdapter)
+    trainable = {n for n, p in module.reward_model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
+    assert not any("lora_" not in n and "score" not in n for n in trainable)  # the body is frozen
+    saved = torch.load(checkpoints.last_model_path, weights_only=True)
+    assert not any(k.startswith("policy.") and "lora_" not in k for k in saved["state_dict"])  # adapter only
+    resumed = rft(lora=lora)
+    trainer(2).fit(resumed, listops_data(), ckpt_path=checkpoints.last_model_path)  # restores, no more steps
+    state = resumed.state_dict()
+    for key, value in saved["state_dict"].items():  # both models (and their LoRA adapters) come back exactly
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    assert int(resumed.rollouts) == 2
