@@ -97,6 +97,7 @@ def test_prs_beats_rand_at_equal_n_on_the_built_in_model():
         out = sampler.run(policy, prompts, prefs, task.reward, reward_sees_preference=True, seed=0)
         best[name] = [s.candidates[s.best].reward for s in out]
     diff, se = paired_difference(best["prs"], best["rand"])
+    print(f"PRS - Rand = {diff:+.4f} ± {se:.4f} ({diff / se:.1f} se) over {len(rows)} prompts")  # for CI logs
     assert len(rows) == 1000 and diff > 3 * se, (
         f"PRS - Rand = {diff:+.4f} ± {se:.4f} over {len(rows)} prompts"
     )
