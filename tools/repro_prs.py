@@ -15,9 +15,12 @@ prompts are task:constraints(seed=s)'s held-out (val) prompts and the sampling s
    3 optimizer steps per rollout, snapshot refreshed every iteration): held-out single-sample reward (T = 0.8 and greedy) before training and
    after each iteration.
 
+   The paired table gives PRS - Rand, PRS - PRand and PRand - Rand per held-out prompt (pooled over seeds) with
+   the standard error of the mean difference: the measure of how sure each comparison is.
+
 Writes <out>.md (tables) and <out>.png (best reward vs N, vs tokens, and the offline-RL curves).
 
-    python tools/repro_prs.py --seeds 0 1 2 --prompts 32
+    python tools/repro_prs.py --seeds 0 1 2 --prompts 64 --rl-prompts 16
 """
 
 from __future__ import annotations
@@ -56,15 +59,17 @@ def policy():
     return Policy(model, tok, Renderer(tok, 1024, 1000, text_as_chat=True).full_prompt_ids, 128, MAX_NEW)
 
 
-def measure(pol, sampler, seed: int, num_prompts: int) -> dict[str, float]:
+def measure(pol, sampler, seed: int, num_prompts: int) -> dict:
     from lit_pref.tasks.constraints import ConstraintsTask
 
     task = ConstraintsTask(seed=seed)
     rows = task.rows("prompt", "val")[:num_prompts]
     out = sampler.run(pol, [r["prompt"] for r in rows], [r["preference"] for r in rows], task.reward,
                       reward_sees_preference=True, seed=seed)  # fmt: skip
+    bests = [s.candidates[s.best].reward for s in out]
     return {
-        "best": statistics.mean(s.candidates[s.best].reward for s in out),
+        "best": statistics.mean(bests),
+        "bests": bests,  # per prompt, for the paired comparison
         "refined": statistics.mean(s.candidates[s.best].layer >= 1 for s in out),
         "tokens": statistics.mean(s.prompt_tokens + s.generated_tokens for s in out),
     }
@@ -90,6 +95,15 @@ def best_of_n(pol, seeds, num_prompts) -> dict:
                   f"tokens/prompt {statistics.mean(r['tokens'] for r in results[name, n]):7.0f}  "
                   f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
     return results
+
+
+def paired(results: dict, a: str, b: str, n: int) -> str:
+    """Mean over (seed, prompt) of a's best reward minus b's on the same prompt, ± its standard error, and z."""
+    from lit_pref.sampling.samplers import paired_difference
+
+    diff, se = paired_difference([x for r in results[a, n] for x in r["bests"]],
+                                 [x for r in results[b, n] for x in r["bests"]])  # fmt: skip
+    return f"{diff:+.3f} ± {se:.3f} ({diff / se:+.1f} se)" if se > 0 else f"{diff:+.3f}"
 
 
 def equal_tokens(results: dict, name: str, budget: float) -> str:
@@ -151,13 +165,18 @@ def offline_rl(sampler_name: str, seed: int, num_prompts: int, iterations: int) 
     return record.history
 
 
-def write(out: Path, results, shapes, rl, seeds, num_prompts, seconds) -> None:
+def write(out: Path, results, shapes, rl, seeds, num_prompts, rl_prompts, seconds) -> None:
     lines = [f"# PRS on task:constraints ({MODEL}), {len(seeds)} seeds x {num_prompts} held-out prompts", "",
              "## Best-of-N at equal N (mean best reward ± sd over seeds; tokens = prompt + generated per prompt)", "",
              "| N | sampler | best reward | best from layer >= 1 | tokens / prompt |", "|---|---|---|---|---|"]  # fmt: skip
     for (name, n), v in results.items():
         lines.append(f"| {n} | {name} | {mean_sd([r['best'] for r in v])} | "
                      f"{statistics.mean(r['refined'] for r in v):.2f} | {statistics.mean(r['tokens'] for r in v):.0f} |")  # fmt: skip
+    lines += ["", "## Paired differences at equal N (per held-out prompt, pooled over seeds; ± standard error)", "",
+              "| N | PRS - Rand | PRS - PRand | PRand - Rand |", "|---|---|---|---|"]  # fmt: skip
+    for n in NS:
+        lines.append(f"| {n} | {paired(results, 'PRS', 'Rand', n)} | {paired(results, 'PRS', 'PRand', n)} | "
+                     f"{paired(results, 'PRand', 'Rand', n)} |")  # fmt: skip
     lines += ["", "## Equal tokens: best reward of each sampler at PRS's token budget (interpolated in log tokens)", "",
               "| PRS N | tokens / prompt | PRS | Rand | PRand | PRS w/o feedback |", "|---|---|---|---|---|---|"]  # fmt: skip
     for n in NS:
@@ -171,14 +190,15 @@ def write(out: Path, results, shapes, rl, seeds, num_prompts, seconds) -> None:
         lines.append(
             f"| {label} | {mean_sd([r['best'] for r in v])} | {statistics.mean(r['refined'] for r in v):.2f} |"
         )
-    lines += ["", "## Iterative offline RL, N = 8, top-1 SFT on x + z -> y: held-out single-sample reward", "",
+    lines += ["", f"## Iterative offline RL, N = 8, top-1 SFT on x + z -> y ({rl_prompts} training prompts): "
+              "held-out single-sample reward", "",
               "| data | iteration | reward (T = 0.8) | reward (greedy) |", "|---|---|---|---|"]  # fmt: skip
     for name, per_seed in rl.items():
         for it in range(len(per_seed[0])):
             lines.append(f"| {name} | {it} | {mean_sd([h[it][0] for h in per_seed])} | "
                          f"{mean_sd([h[it][1] for h in per_seed])} |")  # fmt: skip
     lines += ["", f"Wall time {seconds:.0f} s. Command: `python tools/repro_prs.py --seeds {' '.join(map(str, seeds))} "
-              f"--prompts {num_prompts}`."]  # fmt: skip
+              f"--prompts {num_prompts} --rl-prompts {rl_prompts}`."]  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(out.with_suffix(".png"), results, rl)
 
@@ -196,7 +216,10 @@ def plot(path: Path, results, rl) -> None:
         tokens = [statistics.mean(r["tokens"] for r in results[name, n]) for n in ns]
         axes[0].plot(ns, best, marker="o", label=name)
         axes[1].plot(tokens, best, marker="o", label=name)
+    all_ns = sorted({n for _, n in results})
     axes[0].set(xscale="log", xlabel="N (candidates per prompt)", ylabel="mean best reward", title="equal N")
+    axes[0].set_xticks(all_ns, [str(n) for n in all_ns])  # plain N labels: log-scale minor labels overlap
+    axes[0].minorticks_off()
     axes[1].set(xscale="log", xlabel="tokens per prompt (prompt + generated)", title="equal tokens")
     for name, per_seed in rl.items():
         axes[2].plot(range(len(per_seed[0])), [statistics.mean(h[i][0] for h in per_seed) for i in range(len(per_seed[0]))],
@@ -204,6 +227,7 @@ def plot(path: Path, results, rl) -> None:
     axes[2].set(
         xlabel="offline-RL iteration", ylabel="held-out single-sample reward (T = 0.8)", title="offline RL"
     )
+    axes[2].set_xticks(range(max(len(h) for per_seed in rl.values() for h in per_seed)))
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -216,9 +240,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--prompts", type=int, default=32, help="held-out prompts per seed (and RL training prompts)"
-    )
+    parser.add_argument("--prompts", type=int, default=64, help="held-out prompts per seed")
+    parser.add_argument("--rl-prompts", type=int, default=16, help="offline-RL training prompts per seed")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--out", default="tools/figures/prs", help="writes OUT.md and OUT.png")
     ns = parser.parse_args()
@@ -231,11 +254,11 @@ def main() -> None:
     shapes = tree_shapes(pol, ns.seeds, ns.prompts)
     rl = {}
     for name in ("Rand", "PRS"):
-        rl[name] = [offline_rl(name, s, ns.prompts, ns.iterations) for s in ns.seeds]
+        rl[name] = [offline_rl(name, s, ns.rl_prompts, ns.iterations) for s in ns.seeds]
         print(f"offline RL with {name} data: {rl[name]}", flush=True)
     out = (REPO / ns.out) if not Path(ns.out).is_absolute() else Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write(out, results, shapes, rl, ns.seeds, ns.prompts, time.monotonic() - started)
+    write(out, results, shapes, rl, ns.seeds, ns.prompts, ns.rl_prompts, time.monotonic() - started)
     print(out.with_suffix(".md").read_text())
 
 

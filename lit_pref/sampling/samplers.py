@@ -17,6 +17,7 @@ samples is counted k times: generation here does not share a prompt's KV cache b
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,17 @@ class Sampled:
                 "feedback_calls": self.feedback_calls,
             },  # fmt: skip
         }
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of a[i] - b[i] over prompts i (two samplers' best rewards on the same prompts) and its standard error.
+    Pairing by prompt removes the spread between easy and hard prompts from the comparison."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(
+            f"paired_difference needs two equally long lists of >= 2 values, got {len(a)} and {len(b)}"
+        )
+    diffs = [x - y for x, y in zip(a, b)]
+    return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
 def score(reward, prompts: list, responses: list[str], failed_score: float | None) -> list[float]:

@@ -135,11 +135,13 @@ def test_missing_wheel_names_the_install_command(monkeypatch, tmp_path):
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
-REAL_CONFIGS = sorted((REPO / "configs" / "real").glob("*.yaml"))
+#: configs/real/prs.yaml is a `sample` config (best-of-N data generation), the others `fit` configs
+SAMPLE_CONFIGS = {"prs"}
+REAL_CONFIGS = sorted(p for p in (REPO / "configs" / "real").glob("*.yaml") if p.stem not in SAMPLE_CONFIGS)
 
 
 def test_real_configs_cover_the_methods():
-    assert {p.stem for p in REAL_CONFIGS} >= {
+    assert {p.stem for p in (REPO / "configs" / "real").glob("*.yaml")} >= SAMPLE_CONFIGS | {
         "sft",
         "dpo",
         "dpo_lora",
@@ -151,6 +153,20 @@ def test_real_configs_cover_the_methods():
         "irft",
         "rft",
     }
+
+
+def test_real_prs_config_samples_smollm2_on_the_constraints_task_with_the_official_settings(tmp_path):
+    from lit_pref.commands.sample import parser, read_prompts
+
+    cfg = parser().parse_args(["--config", str(REPO / "configs" / "real" / "prs.yaml")])
+    init = parser().instantiate_classes(cfg)  # builds the sampler and reward; loads no weights
+    assert cfg.policy == SPEC and cfg.tokenizer is None
+    assert type(init.sampler) is lit_pref.PRS and init.sampler.widths() == [2, 2] and init.sampler.feedback
+    sampling = init.sampler.sampling
+    assert (sampling.temperature, sampling.top_k, sampling.presence_penalty) == (0.8, 50, 1.2)
+    prompts = read_prompts(cfg.prompts, cfg.split, cfg.task_options, cfg.preference, cfg.max_rows)
+    assert len(prompts) == 8 and all(z.startswith("I prefer answers that ") for _, z in prompts)
+    assert cfg.reward_sees_preference  # the reward reads the constraints from z
 
 
 def test_real_demo_pairs_each_prompts_best_and_worst_sample_and_counts_the_ties():
