@@ -353,7 +353,9 @@ def fit_cli(tmp_path: Path, run: str, steps: int, *extra: str):
     return main([
         "fit", "--config", str(REPO / "configs/dpo.yaml"), "--config", str(every_2),
         "--trainer.max_steps", str(steps), "--trainer.logger.init_args.save_dir", str(tmp_path / run),
-        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false", "--data.max_rows", "80", *extra,
+        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false", "--data.max_rows", "80",
+        "--model.init_args.prefix_sharing", "false",  # bit-exact resume: the plain layout (see test_checkpoint.py)
+        *extra,
     ])  # fmt: skip
 
 

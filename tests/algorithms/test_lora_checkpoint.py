@@ -19,7 +19,12 @@ from tests.helpers import Recorder, data_module, trainer
 def run(ckpt_dir: Path, steps: int, ckpt_path=None, policy: str | None = None):
     pl.seed_everything(0)
     module = lit_pref.DPO(
-        policy=policy, lora=lit_pref.LoraSettings(r=4), lr=5e-3, warmup_steps=3, lr_schedule="linear"
+        policy=policy,
+        lora=lit_pref.LoraSettings(r=4),
+        lr=5e-3,
+        warmup_steps=3,
+        lr_schedule="linear",
+        prefix_sharing=False,  # bit-exact resume is a property of the plain layout (see test_checkpoint.py)
     )
     rec = Recorder()
     checkpoints = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1)
