@@ -29,9 +29,6 @@ from lit_pref.models.batching import sequences_batch
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.sampling import GREEDY, Policy, Sampled, Sampler, with_preference
 
-#: rollout t samples with seed sampler.sampling.seed + ROLLOUT_SEED_STRIDE * t (resumed runs resample alike)
-ROLLOUT_SEED_STRIDE = 7919
-
 
 class BestOfNFineTune(OnlineModule):
     """Iterative offline RL on the kept best-of-N candidates of a sampler (SFT, or DPO best vs k-th ranked).
@@ -53,6 +50,7 @@ class BestOfNFineTune(OnlineModule):
     accepted_formats = ("prompt",)
     object_args = ("sampler", "reward", "snapshot")
     metric_prefix = "prs"
+    rollout_seed_stride = 7919  # its rollouts have always been seeded so; kept for reproducibility
     rollout_count_metric = "rollouts"
 
     def __init__(
@@ -109,7 +107,7 @@ class BestOfNFineTune(OnlineModule):
     def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
         prompts, preferences = self._questions(batch)
         model = self.snapshot.sampling_model() or self.policy
-        seed = self.sampler.sampling.seed + ROLLOUT_SEED_STRIDE * int(self.rollouts)
+        seed = self.rollout_seed(self.sampler.sampling.seed)
         sampled = self.sampler.run(self._policy(model), prompts, preferences, self.reward,
                                    reward_sees_preference=self._sees(preferences), seed=seed)  # fmt: skip
         rows = training_rows(sampled, self.hparams.loss, self.hparams.top_k, self.hparams.threshold,

@@ -27,8 +27,6 @@ from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.sampling import GREEDY
 
 NEGATIVES_KEY = "lit_pref_irft_negatives"
-#: seed of rollout t's negatives (when sampling): sampling.seed + ROLLOUT_SEED_STRIDE * t
-ROLLOUT_SEED_STRIDE = 1000
 
 
 class IRFT(OnlineModule):
@@ -150,7 +148,7 @@ class IRFT(OnlineModule):
         missing = [i for i, key in enumerate(keys) if key not in cache]
         spent = {"prompt": 0.0, "generated": 0.0}
         if missing:
-            seed = self.sampling.seed + ROLLOUT_SEED_STRIDE * int(self.rollouts)
+            seed = self.rollout_seed(self.sampling.seed)
             out = self.sample([prompts[i] for i in missing], self.sampling,
                               model=self.reference.sampling_model(), seed=seed, batch_size=len(missing))  # fmt: skip
             spent = {"prompt": out.prompt_tokens, "generated": out.generated_tokens}

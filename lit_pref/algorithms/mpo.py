@@ -26,8 +26,6 @@ from lit_pref.oracles import MatrixOracle, PreferenceOracle
 from lit_pref.sampling import SamplingConfig, decode_completions
 
 LOSSES = {"pairwise": mpo_pairwise_loss, "reinforce": mpo_reinforce_loss}
-#: seed of rollout t's self-play samples: sampling.seed + ROLLOUT_SEED_STRIDE * t (resumed runs resample alike)
-ROLLOUT_SEED_STRIDE = 1000
 MAGNET_SEED_OFFSET = 999
 
 
@@ -94,18 +92,17 @@ class MPO(OnlineModule):
             ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in self.oracle.index]
             return [p for p in prompts for _ in ids], ids * len(prompts), {"prompt": 0.0, "generated": 0.0}
         rows = [p for p in prompts for _ in range(self.hparams.num_samples)]
-        out = self.sample(rows, self.sampling, seed=self._rollout_seed(), batch_size=len(rows))
+        out = self.sample(
+            rows, self.sampling, seed=self.rollout_seed(self.sampling.seed), batch_size=len(rows)
+        )
         return rows, out.completions, {"prompt": out.prompt_tokens, "generated": out.generated_tokens}
-
-    def _rollout_seed(self, offset: int = 0) -> int:
-        return self.sampling.seed + ROLLOUT_SEED_STRIDE * int(self.rollouts) + offset
 
     def _magnet_samples(self, prompts: list[list[int]]) -> tuple[list[str] | None, dict]:
         """One sample per prompt from the magnet (for mpo/win_rate_vs_ref), when the magnet has its own weights."""
         model = self.magnet.sampling_model()
         if model is None or self.hparams.exact:
             return None, {"prompt": 0.0, "generated": 0.0}
-        out = self.sample(prompts, self.sampling, model=model, seed=self._rollout_seed(MAGNET_SEED_OFFSET),
+        out = self.sample(prompts, self.sampling, model=model, seed=self.rollout_seed(self.sampling.seed, MAGNET_SEED_OFFSET),
                           batch_size=len(prompts))  # fmt: skip
         return out.texts, {"prompt": out.prompt_tokens, "generated": out.generated_tokens}
 

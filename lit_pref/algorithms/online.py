@@ -74,6 +74,8 @@ class OnlineModule(PolicyModule):
     metric_prefix = "online"
     #: name of the logged rollout count (`<prefix>/<this>`)
     rollout_count_metric = "rollouts"
+    #: rollout t samples with seed base + this * t, so a resumed run samples what the uninterrupted one did
+    rollout_seed_stride = 1000
 
     def __init__(self, updates_per_rollout: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
@@ -103,6 +105,10 @@ class OnlineModule(PolicyModule):
     def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
         """Metrics of a fresh rollout (full names, e.g. mpo/kl_to_magnet), logged once per rollout."""
         return {}
+
+    def rollout_seed(self, base: int, offset: int = 0) -> int:
+        """The sampling seed of the current rollout (`base`: the sampling config's seed)."""
+        return base + self.rollout_seed_stride * int(self.rollouts) + offset
 
     # -- the loop -------------------------------------------------------------------------------------------
     def training_batch_repeats(self) -> int:

@@ -30,9 +30,6 @@ from lit_pref.models.loading import LoraSettings, load_sequence_scorer, prepare_
 from lit_pref.models.scoring import last_token_scores
 from lit_pref.sampling import SamplingConfig
 
-#: seed of rollout t's samples: sampling.seed + ROLLOUT_SEED_STRIDE * t (a resumed run samples alike)
-ROLLOUT_SEED_STRIDE = 1000
-
 
 class RFT(OnlineModule):
     """Explicit reward learning from demonstration rows (prompt, response), or preference rows whose chosen side
@@ -142,7 +139,7 @@ class RFT(OnlineModule):
             rejected = []
         k = self.hparams.num_samples
         rows = [p for p in prompts for _ in range(k)]
-        seed = self.sampling.seed + ROLLOUT_SEED_STRIDE * int(self.rollouts)
+        seed = self.rollout_seed(self.sampling.seed)
         out = self.sample(rows, self.sampling, seed=seed, batch_size=len(rows))
         pad = self.tokenizer.pad_token_id
         samples = {key: v.to(self.device) for key, v in sequences_batch(rows, out.completions, pad).items()}
