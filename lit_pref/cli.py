@@ -31,6 +31,17 @@ def main(args: list[str] | None = None):
             f"lit_pref error: {cause}", file=sys.stderr
         )  # a user-fixable problem: say it plainly, no traceback
         raise SystemExit(2) from None
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy torch.distributed's process group while the interpreter is whole. Lightning does this at exit for
+    NCCL only; a gloo group left to interpreter teardown now and then aborts a finished run ("terminate called
+    without an active exception", exit code -6)."""
+    distributed = sys.modules.get("torch.distributed")  # not imported: no group to leave
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def user_error(exc: BaseException | None):

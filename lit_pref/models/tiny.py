@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from lit_pref.atomic import atomic_write
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_VERSION = "v1"  # bump when a built-in recipe changes, so caches rebuild
+BUILTIN_VERSION = "v2"  # bump when a built-in recipe changes, so caches rebuild
+#: torch threads every built-in model is built with, on any machine: float sums depend on how work is split
+#: across threads, so a model trained at another thread count has other weights (v1 built at the machine's count;
+#: a 1-thread build of the demo's start model ended the demo at KL 54 nats instead of 2.8)
+BUILD_THREADS = 2
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Every message is <|role|>content<|end|>; <|end|> is the EOS token, so generation stops after one turn.
@@ -206,6 +211,25 @@ def resolve_model_path(spec: str) -> str:
         return str(folder)
     if is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
         return wait_for(folder)
+    with build_threads():
+        build_named(folder, name, recipe, spec)
+    return str(folder)
+
+
+@contextmanager
+def build_threads() -> Iterator[None]:
+    """Run a build at BUILD_THREADS torch threads, then restore the caller's count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_named(folder: Path, name: str, recipe: Recipe | None, spec: str) -> None:
     if name == "tiny":
         build_tiny(folder)
     elif name in SIZES:  # other sizes reuse another built-in's tokenizer files, so the models share one tokenizer
@@ -221,4 +245,3 @@ def resolve_model_path(spec: str) -> str:
                                 *(r.usage for r in _RECIPES)])  # fmt: skip
             raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
         recipe.build(folder, name)
-    return str(folder)

@@ -16,6 +16,7 @@ from lit_pref.losses import irft_loss
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.loading import load_causal_lm
 from lit_pref.sampling import GREEDY, SamplingConfig, generate
+from lit_pref.tasks.listops import ListOpsTask
 from tests.helpers import Recorder, trainer
 
 NEW_TOKENS = 6
@@ -192,3 +193,37 @@ def test_resume_in_mid_stage_reproduces_the_uninterrupted_run(tmp_path, resume_s
         theirs = getattr(full, model).parameters() if model == "policy" else full.reference.model.parameters()
         for a, b in zip(mine, theirs):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+# -- a task run ----------------------------------------------------------------------------------------------
+
+
+def greedy_exact(module, prompts: list[str]) -> list[float]:
+    renderer = module.renderer()
+    answers = generate(module.policy.eval(), module.tokenizer, [renderer.prompt_ids(p) for p in prompts], GREEDY,
+                       batch_size=64, max_new_tokens=16)  # fmt: skip
+    return ListOpsTask(reward="exact").reward(prompts, answers.texts)
+
+
+def test_a_short_irft_run_raises_exact_match_on_its_prompts_above_the_starting_model():
+    """IRFT contrasts each demonstration with the stage reference's greedy answer, so a prompt it already answers
+    exactly gives no gradient and a wrong one is pushed towards its demonstration. Measured on the prompts it
+    trains on: on held-out lists this tiny model does not improve (docs/irft.md)."""
+    pl.seed_everything(0, verbose=False)
+    data = lit_pref.PreferenceDataModule(
+        tokenizer="builtin:tiny", train="task:listops", format="demonstration", task_options={"num_rows": 128},
+        text_as_chat=True, max_length=40, max_prompt_length=24, batch_size=8,
+    )  # fmt: skip
+    prompts = [row["prompt"] for row in ListOpsTask(num_rows=128).rows("prompt", "train")]
+    module = lit_pref.IRFT(policy="builtin:tiny-sft-listops", lr=3e-5, stages=2,
+                           sampling=SamplingConfig(do_sample=False, max_new_tokens=16))  # fmt: skip
+    module.hparams.update(text_as_chat=True, max_length=40, max_prompt_length=24)
+    module.configure_model()
+    before = greedy_exact(module, prompts)
+    trainer(320, limit_val_batches=0, max_epochs=20).fit(module.train(), data)  # 20 epochs, 2 stages each
+    after = greedy_exact(module, prompts)
+    fixed = sum(a > b for a, b in zip(after, before))
+    broken = sum(a < b for a, b in zip(after, before))
+    assert 0.3 < sum(before) / len(prompts) < 0.7  # the start is good but imperfect: there is room both ways
+    # measured: 72 of 128 right at the start; 19 fixed and 6 broken at 2 threads, 19 and 7 at 1 thread
+    assert fixed - broken >= 8 and fixed >= 2 * broken, (fixed, broken)
