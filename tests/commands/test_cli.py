@@ -129,3 +129,18 @@ def test_predict_writes_one_generation_per_prompt(tmp_path):
     assert len(rows) == 16  # one batch of data.batch_size prompts
     assert rows[0]["prompt"].endswith("Write a one-line review of the lamp.")
     assert all(isinstance(r["response"], str) for r in rows)
+
+
+def test_a_command_leaves_the_process_group_when_it_ends(tmp_path):
+    """Lightning destroys the process group at exit for NCCL only; a gloo group left to interpreter teardown now
+    and then aborted a finished 2-process run (exit code -6)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit):
+            main(["data", "--task", "no_such_task", "--out", str(tmp_path)])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
