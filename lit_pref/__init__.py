@@ -1,96 +1,75 @@
-"""lit_pref: preference optimization of language models on PyTorch Lightning."""
+"""lit_pref: preference optimization of language models on PyTorch Lightning.
 
-from lit_pref.algorithms import (
-    DPO,
-    IRFT,
-    MPO,
-    RFT,
-    SFT,
-    WSPO,
-    BestOfNFineTune,
-    CausalPO,
-    OnlineModule,
-    OutcomeModel,
-    PolicyModule,
-    RewardModel,
-)
-from lit_pref.callbacks import (
-    CompanionRefresh,
-    ExportHF,
-    GameMetrics,
-    GenerationSamples,
-    MagnetUpdate,
-    OutcomeRegret,
-    PredictionWriter,
-    RewardEvaluation,
-)
-from lit_pref.data import PreferenceDataModule
-from lit_pref.errors import ConfigError, DataError, LitPrefError
-from lit_pref.models import (
-    CompanionModel,
-    DisabledAdapter,
-    FrozenCopy,
-    LoraSettings,
-    Precomputed,
-    RefreshableCopy,
-)
-from lit_pref.oracles import (
-    BradleyTerryOracle,
-    CallableOracle,
-    CyclicStyleOracle,
-    MatrixOracle,
-    PreferenceOracle,
-)
-from lit_pref.rewards import CallableReward, Reward, RewardModelScorer, TaskReward
-from lit_pref.sampling import PRS, PRand, Rand, Sampler, SamplingConfig
+The public names (`lit_pref.DPO`, `lit_pref.RewardEvaluation`, ...) are imported on first use, so a command that
+needs none of them (`python -m lit_pref --help`) starts without importing torch, Lightning or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BestOfNFineTune",
-    "CausalPO",
-    "CompanionRefresh",
-    "OnlineModule",
-    "SamplingConfig",
-    "PRS",
-    "PRand",
-    "Rand",
-    "Sampler",
-    "OutcomeModel",
-    "OutcomeRegret",
-    "DPO",
-    "IRFT",
-    "MPO",
-    "RFT",
-    "WSPO",
-    "GameMetrics",
-    "MagnetUpdate",
-    "BradleyTerryOracle",
-    "CallableOracle",
-    "CyclicStyleOracle",
-    "MatrixOracle",
-    "PreferenceOracle",
-    "SFT",
-    "CompanionModel",
-    "ConfigError",
-    "DataError",
-    "DisabledAdapter",
-    "ExportHF",
-    "FrozenCopy",
-    "GenerationSamples",
-    "LitPrefError",
-    "LoraSettings",
-    "PolicyModule",
-    "Precomputed",
-    "PredictionWriter",
-    "PreferenceDataModule",
-    "RefreshableCopy",
-    "Reward",
-    "RewardEvaluation",
-    "RewardModel",
-    "RewardModelScorer",
-    "TaskReward",
-    "CallableReward",
-]
+#: public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "BestOfNFineTune",
+            "CausalPO",
+            "DPO",
+            "IRFT",
+            "MPO",
+            "OnlineModule",
+            "OutcomeModel",
+            "PolicyModule",
+            "RFT",
+            "RewardModel",
+            "SFT",
+            "WSPO",
+        ],
+        "lit_pref.algorithms",
+    ),
+    **dict.fromkeys(
+        [
+            "CompanionRefresh",
+            "ExportHF",
+            "GameMetrics",
+            "GenerationSamples",
+            "MagnetUpdate",
+            "OutcomeRegret",
+            "PredictionWriter",
+            "RewardEvaluation",
+        ],
+        "lit_pref.callbacks",
+    ),
+    **dict.fromkeys(["PreferenceDataModule"], "lit_pref.data"),
+    **dict.fromkeys(["ConfigError", "DataError", "LitPrefError"], "lit_pref.errors"),
+    **dict.fromkeys(
+        ["CompanionModel", "DisabledAdapter", "FrozenCopy", "LoraSettings", "Precomputed", "RefreshableCopy"],
+        "lit_pref.models",
+    ),
+    **dict.fromkeys(
+        ["BradleyTerryOracle", "CallableOracle", "CyclicStyleOracle", "MatrixOracle", "PreferenceOracle"],
+        "lit_pref.oracles",
+    ),
+    **dict.fromkeys(["CallableReward", "Reward", "RewardModelScorer", "TaskReward"], "lit_pref.rewards"),
+    **dict.fromkeys(["PRS", "PRand", "Rand", "Sampler", "SamplingConfig"], "lit_pref.sampling"),
+}
+__all__ = sorted(_EXPORTS)
 
-import lit_pref.builtin  # noqa: E402, F401  (registers the built-in model recipes with the loader)
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lit_pref' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+import lit_pref.builtin  # noqa: E402, F401  (registers the built-in model recipes with the loader; cheap)

@@ -7,6 +7,27 @@ import sys
 
 #: lit_pref's own subcommands: name -> module under lit_pref.commands with a main(argv)
 COMMANDS = {"data": "data", "crossfit": "crossfit", "sample": "sample"}
+#: every subcommand, with one line of help (the Lightning ones run through LitPrefCLI)
+SUBCOMMANDS = {
+    "fit": "train a method: python -m lit_pref fit --config configs/dpo.yaml",
+    "validate": "validation metrics of a config (and --ckpt_path) without training",
+    "test": "test metrics of a config (and --ckpt_path)",
+    "predict": "generate (policies) or score (reward/outcome models) data.predict rows",
+    "sample": "best-of-N / PRS data generation with a sampler and a reward",
+    "data": "write a built-in task's rows as JSONL files",
+    "crossfit": "cross-fitted outcome-model predictions and base-model samples for CausalPO",
+}
+
+
+def usage() -> str:
+    """The top-level help: every subcommand, without importing torch or Lightning (it answers at once)."""
+    rows = "\n".join(f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items())
+    return (
+        f"usage: python -m lit_pref [-h] {{{','.join(SUBCOMMANDS)}}} ...\n\n"
+        "lit_pref: preference optimization of language models on PyTorch Lightning.\n\n"
+        f"subcommands:\n{rows}\n\n"
+        "`python -m lit_pref <subcommand> --help` lists a subcommand's options; docs/configs.md shows the configs."
+    )
 
 
 def main(args: list[str] | None = None):
@@ -17,6 +38,11 @@ def main(args: list[str] | None = None):
     # Frozen companion models are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     argv = sys.argv[1:] if args is None else args
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            raise SystemExit(2)  # a subcommand is required
+        return None
     try:
         if argv[:1] and argv[0] in COMMANDS:
             return importlib.import_module(f"lit_pref.commands.{COMMANDS[argv[0]]}").main(argv[1:])

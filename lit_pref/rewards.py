@@ -10,6 +10,7 @@ message lists (as in the data), responses are strings. In YAML, give one by clas
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -111,3 +112,31 @@ class RewardModelScorer(Reward):
         from lit_pref.models.scoring import score_texts
 
         return score_texts(self.model, self.renderer, prompts, responses, self.batch_size)
+
+
+#: why a sampled response counts as degenerate (see `degenerate_reason`)
+DEGENERATE_REASONS = {
+    "empty": "empty",
+    "punctuation": "no letter or digit (e.g. a lone '.')",
+    "one_word": "one word repeated",
+    "looping": "a loop: under half of its word trigrams are distinct",
+}
+
+
+def degenerate_reason(text: str) -> str | None:
+    """Why `text` is a degenerate sample (a key of DEGENERATE_REASONS), or None for a real answer.
+
+    These are the shapes a collapsed policy takes (over-optimization, likelihood displacement): nothing, a lone
+    punctuation mark, one word over and over, or a phrase looping ("the lamp is great the lamp is great ...").
+    A short real answer ("Great.", "The lamp is fine.") is not degenerate."""
+    if not text.strip():
+        return "empty"
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return "punctuation"
+    if len(words) >= 2 and len(set(words)) == 1:
+        return "one_word"
+    trigrams = list(zip(words, words[1:], words[2:]))
+    if len(words) >= 8 and len(set(trigrams)) < len(trigrams) / 2:
+        return "looping"
+    return None

@@ -1,13 +1,19 @@
-"""Tests never touch the network and build the tiny model once per session in a temporary cache."""
+"""Tests never touch the network. Built-in models are per machine (the user's model cache: built once, checksummed,
+shared by sessions under a lock); every session gets its own log-prob and datasets caches."""
 
 import os
+from pathlib import Path
 
+# the user's model cache, fixed before the session's own cache replaces LIT_PREF_CACHE below
+os.environ.setdefault(
+    "LIT_PREF_MODEL_CACHE",
+    str(Path(os.environ.get("LIT_PREF_CACHE", Path.home() / ".cache" / "lit_pref")) / "models"),
+)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import importlib.util  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -17,7 +23,7 @@ DATA = REPO / "configs" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Built-in artifacts and log-prob caches go to a per-session folder; datasets caches too."""
+    """Log-prob caches and datasets caches go to a per-session folder (built models do not: see above)."""
     root = tmp_path_factory.mktemp("lit_pref_cache")
     os.environ["LIT_PREF_CACHE"] = str(root)
     os.environ["HF_DATASETS_CACHE"] = str(root / "datasets")
@@ -29,7 +35,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_path(_isolated_cache) -> str:
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     return resolve_model_path("builtin:tiny")
 
@@ -50,8 +56,8 @@ needs_wheel = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def smollm2_path(_isolated_cache) -> str:
-    """builtin:smollm2-135m, converted once per session (about 40 s)."""
-    from lit_pref.models.tiny import resolve_model_path
+    """builtin:smollm2-135m, converted once per machine (about 40 s)."""
+    from lit_pref.models.artifacts import resolve_model_path
 
     return resolve_model_path("builtin:smollm2-135m")
 

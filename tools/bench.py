@@ -217,7 +217,7 @@ def run_trl(cfg: dict, baton: Baton) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     path = resolve_model_path(cfg["model"])
 
@@ -284,7 +284,7 @@ def run_bare(cfg: dict, baton: Baton) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg["model"]), dtype="float32")
     model.train()
@@ -601,7 +601,7 @@ RAW: list[dict] = []  # every interleaved run's per-step times (--json)
 
 
 def model_shape(spec: str) -> dict:
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     config = json.loads((Path(resolve_model_path(spec)) / "config.json").read_text())
     h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PYTHONPATH", str(REPO))  # workers import this checkout's lit_pref
     sys.path.insert(0, str(REPO))
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     quick = args.quick
     timed = args.steps or (3 if quick else 10)
@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> None:
 def real_main(args, have_trl: bool) -> None:
     """The real-model sections, most telling first; the report is rewritten after each, so a run cut short
     keeps what it measured."""
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     resolve_model_path(args.model)
     started = time.perf_counter()
@@ -883,7 +883,7 @@ def build_large_vocab_model(tmp_root: Path, vocab: int) -> str:
     and log-softmax dominate memory, as with 32k-256k-token tokenizers."""
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
     tiny = resolve_model_path("builtin:tiny")
     folder = tmp_root / f"tiny-vocab{vocab}"

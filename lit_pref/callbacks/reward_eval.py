@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_pref.atomic import atomic_write
 from lit_pref.callbacks.periodic import PeriodicCallback
 from lit_pref.callbacks.samples import markdown_table, text_loggers
 from lit_pref.errors import check_range
 from lit_pref.models.batching import map_sequences
 from lit_pref.models.companions import CompanionModel, FrozenCopy
 from lit_pref.models.logprobs import sequence_logps
-from lit_pref.rewards import Reward
+from lit_pref.rewards import DEGENERATE_REASONS, Reward, degenerate_reason
 from lit_pref.sampling import SamplingConfig
 
 #: the module attribute under which the starting policy is registered as a companion
@@ -30,7 +33,13 @@ class RewardEvaluation(PeriodicCallback):
     - `eval/kl_to_ref`: sample estimate of KL(policy || starting policy), the mean of sum_t log pi/pi_start over
       the policy's samples (an unbiased estimate at temperature 1);
     - `eval/response_length`: mean generated tokens;
+    - `eval/degenerate_fraction`: the fraction of samples that are degenerate (empty, no letter or digit, one
+      word repeated, a looping phrase: `lit_pref.rewards.degenerate_reason`), the mark of a collapsed policy;
     - `eval/samples` (TEXT): a few prompts with the response and its reward.
+
+    A collapse is said, not hidden: when the degenerate fraction exceeds `degenerate_warning` or the KL to the
+    starting policy exceeds `kl_warning`, the evaluation warns and the summary ends with a WARNING block. Every
+    evaluation (metrics, a few samples, the warnings) is written to `<log_dir>/reward_evaluation.json`.
 
     The "reference" here is the policy as it was when fit started: a frozen companion model of the module
     (registered in `setup`, so it is sharded under FSDP2 like every other frozen model).
@@ -47,6 +56,9 @@ class RewardEvaluation(PeriodicCallback):
         compare_to_start: Keep a frozen copy of the starting policy for win rate and KL (costs one model copy).
         num_text_samples: Samples shown under eval/samples.
         summary: Print reward before -> after and sample responses at the end of fit.
+        degenerate_warning: Warn when more than this fraction of the samples is degenerate.
+        kl_warning: Warn when the KL to the starting policy exceeds this many nats (likelihood displacement,
+            word salad).
     """
 
     def __init__(
@@ -60,11 +72,14 @@ class RewardEvaluation(PeriodicCallback):
         compare_to_start: bool = True,
         num_text_samples: int = 4,
         summary: bool = False,
+        degenerate_warning: float = 0.1,
+        kl_warning: float = 10.0,
     ):
         super().__init__(every_n_steps)
         for name, value, bound in (("num_prompts", num_prompts, 1), ("batch_size", batch_size, 1),
-                                   ("num_text_samples", num_text_samples, 0)):  # fmt: skip
+                                   ("num_text_samples", num_text_samples, 0), ("kl_warning", kl_warning, 0)):  # fmt: skip
             check_range(f"RewardEvaluation.{name}", value, ge=bound)
+        check_range("RewardEvaluation.degenerate_warning", degenerate_warning, ge=0, le=1)
         self.reward = reward
         self.prompt_source = prompts
         self.num_prompts = num_prompts
@@ -73,6 +88,8 @@ class RewardEvaluation(PeriodicCallback):
         self.compare_to_start = compare_to_start
         self.num_text_samples = num_text_samples
         self.summary = summary
+        self.degenerate_warning = degenerate_warning
+        self.kl_warning = kl_warning
         self.history: list[dict] = []  # one entry per evaluation: step, metrics, samples
         self._prompts = None
         self._start: CompanionModel | None = None
@@ -108,25 +125,61 @@ class RewardEvaluation(PeriodicCallback):
     def _evaluate(self, trainer: pl.Trainer, module) -> dict:
         out = self._sample(module)
         rewards = self.reward(self._prompt_texts, out.texts).tolist()
+        reasons = [degenerate_reason(t) for t in out.texts]
         metrics = {
             "eval/reward_mean": statistics.fmean(rewards),
             "eval/reward_std": statistics.pstdev(rewards),
             "eval/response_length": statistics.fmean(len(c) for c in out.completions),
+            "eval/degenerate_fraction": sum(r is not None for r in reasons) / len(reasons),
         }
         if self._start_rewards is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, self._start_rewards)]
             metrics["eval/win_rate_vs_ref"] = statistics.fmean(wins)
             metrics["eval/kl_to_ref"] = self._kl(module, out.completions)
         samples = list(zip(self._prompt_texts, out.texts, rewards))[: self.num_text_samples]
-        self.history.append({"step": trainer.global_step, **metrics, "samples": samples})
+        degenerate = {k: reasons.count(k) for k in DEGENERATE_REASONS if k in reasons}
+        warnings = self.collapse_warnings(metrics, degenerate)
+        self.history.append({"step": trainer.global_step, **metrics, "degenerate": degenerate,
+                             "warnings": warnings, "samples": samples})  # fmt: skip
+        if warnings:
+            rank_zero_warn(f"lit_pref: RewardEvaluation at step {trainer.global_step}: " + " ".join(warnings))
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
         for writer in text_loggers(trainer):
             writer.add_text("eval/samples", markdown_table(["prompt", "response", "reward"], samples),
                             trainer.global_step)  # fmt: skip
+        self._write_history(trainer)
         return metrics
 
     on_period = evaluate
+
+    def collapse_warnings(self, metrics: dict, degenerate: dict[str, int]) -> list[str]:
+        """What looks collapsed in one evaluation: too many degenerate samples, a KL to the start too large."""
+        warnings = []
+        fraction = metrics["eval/degenerate_fraction"]
+        if fraction > self.degenerate_warning:
+            kinds = ", ".join(f"{n} {DEGENERATE_REASONS[k]}" for k, n in degenerate.items())
+            warnings.append(
+                f"{fraction:.0%} of the samples are degenerate ({kinds}; more than degenerate_warning = "
+                f"{self.degenerate_warning:g}): the policy has likely collapsed (over-optimization)."
+            )
+        kl = metrics.get("eval/kl_to_ref")
+        if kl is not None and kl > self.kl_warning:
+            warnings.append(
+                f"KL to the starting policy is {kl:.1f} nats (more than kl_warning = {self.kl_warning:g}): "
+                "likely likelihood displacement or word salad."
+            )
+        if warnings:
+            warnings.append("Lower the learning rate, raise beta or train fewer steps.")
+        return warnings
+
+    def _write_history(self, trainer: pl.Trainer) -> None:
+        """Every evaluation so far (metrics, warnings, the shown samples) as JSON in the run's log folder."""
+        if not trainer.is_global_zero or not trainer.log_dir:
+            return
+        path = Path(trainer.log_dir) / "reward_evaluation.json"
+        text = json.dumps({"num_prompts": len(self._prompts), "evaluations": self.history}, indent=1)
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
     def on_fit_start(self, trainer: pl.Trainer, module) -> None:
         rows = trainer.datamodule.prompt_rows(self.prompt_source)
@@ -159,6 +212,10 @@ class RewardEvaluation(PeriodicCallback):
                 f"win rate vs the starting policy: {last['eval/win_rate_vs_ref']:.2f}   "
                 f"KL to it: {last['eval/kl_to_ref']:.2f} nats"
             )
+        lines.append(
+            f"degenerate samples: {last['eval/degenerate_fraction']:.0%} (empty, no letter or digit, one word "
+            "repeated, looping)"
+        )
         for title, entry in (("before", first), ("after", last)):
             lines.append(f"samples {title}:")
             lines += [
@@ -172,5 +229,7 @@ class RewardEvaluation(PeriodicCallback):
             lines.append(
                 f"TensorBoard logs: {trainer.log_dir}   ->   tensorboard --logdir {trainer.logger.save_dir}"
             )
+        if last["warnings"]:
+            lines += ["!" * 72, "WARNING: " + " ".join(last["warnings"]), "!" * 72]
         lines.append("=" * 72)
         return "\n".join(lines)

@@ -36,6 +36,11 @@ class LitPrefCLI(LightningCLI):
             "`--ckpt_path last` does the same.",
         )
 
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        use_step_progress_bar(trainer)
+        return trainer
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is None:
@@ -43,6 +48,17 @@ class LitPrefCLI(LightningCLI):
         resume = config.pop("resume", False)
         if self.subcommand == "fit" and (resume or config.get("ckpt_path") == "last"):
             resume_newest(config)
+
+
+def use_step_progress_bar(trainer) -> None:
+    """Lightning's default rich bar shows "Epoch 1/-2" in a `max_steps` run: use lit_pref's StepProgressBar."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from lit_pref.callbacks.progress import StepProgressBar
+
+    bar = trainer.progress_bar_callback
+    if type(bar) is RichProgressBar:
+        trainer.callbacks[trainer.callbacks.index(bar)] = StepProgressBar()
 
 
 def run_folder(config) -> Path:

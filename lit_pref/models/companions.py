@@ -24,10 +24,10 @@ from torch import nn
 
 from lit_pref.atomic import atomic_write
 from lit_pref.errors import ConfigError, check_range
+from lit_pref.models.artifacts import cache_root
 from lit_pref.models.loading import DType, is_peft, load_causal_lm, model_fingerprint
 from lit_pref.models.logprobs import TokenLogps, sequence_logps
 from lit_pref.models.packing import PLAIN, SequenceLayout
-from lit_pref.models.tiny import cache_root
 
 if TYPE_CHECKING:
     from lit_pref.algorithms.base import PolicyModule

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lit_pref.digest import content_digest
 from lit_pref.errors import ConfigError
-from lit_pref.models.tiny import atomic_build, cache_root, is_nonzero_rank, wait_for
+from lit_pref.models.artifacts import cached_build
 
 SUFFIX = ".gguf"
 
@@ -58,21 +58,17 @@ def converted_folder(gguf: Path, option: str) -> str:
         raise ConfigError(
             f"{option} = {str(gguf)!r}: reading a GGUF file needs the gguf package: pip install gguf"
         )
-    folder = cache_root() / "models" / f"gguf-{gguf.stem}-{content_digest(gguf)[:12]}"
-    if (folder / "config.json").exists():
-        return str(folder)
-    if is_nonzero_rank():
-        return wait_for(folder)
-    print(
-        f"lit_pref: converting {gguf} to a Hugging Face folder (first use only; cached in {folder})",
-        flush=True,
-    )
-    try:
-        atomic_build(folder, lambda tmp: convert_gguf(gguf, tmp))
-    except Exception as exc:  # not GGUF, an architecture transformers cannot dequantize, ...
-        raise ConfigError(
-            f"{option} = {str(gguf)!r}: cannot convert this GGUF file ({type(exc).__name__}: {exc}). Convert it to a "
-            "Hugging Face folder yourself (transformers: from_pretrained(folder, gguf_file=...), then "
-            f"save_pretrained) and point {option} at that folder"
-        ) from exc
-    return str(folder)
+    digest = content_digest(gguf)
+
+    def convert(out: Path) -> None:
+        print(f"lit_pref: converting {gguf} to a Hugging Face folder (first use only)", flush=True)
+        try:
+            convert_gguf(gguf, out)
+        except Exception as exc:  # not GGUF, an architecture transformers cannot dequantize, ...
+            raise ConfigError(
+                f"{option} = {str(gguf)!r}: cannot convert this GGUF file ({type(exc).__name__}: {exc}). Convert it "
+                "to a Hugging Face folder yourself (transformers: from_pretrained(folder, gguf_file=...), then "
+                f"save_pretrained) and point {option} at that folder"
+            ) from exc
+
+    return str(cached_build(str(gguf), f"gguf-{gguf.stem}", {"gguf": digest}, convert))

@@ -11,8 +11,8 @@ from torch import nn
 
 from lit_pref.digest import files_digest
 from lit_pref.errors import ConfigError
+from lit_pref.models.artifacts import resolve_model_path
 from lit_pref.models.gguf import converted_folder, gguf_file
-from lit_pref.models.tiny import resolve_model_path
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 

@@ -161,7 +161,11 @@ def layout_inputs(
     mask = batch["attention_mask"]
     right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())  # the layouts read rows as prompt, response, pad
     if layout.plain or not right_padded or not supports_layout(model):
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}, None
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "use_cache": False,
+        }, None
     plan = plan_layout(batch, layout)
     return {**plan.model_inputs(model), "use_cache": False}, plan
 

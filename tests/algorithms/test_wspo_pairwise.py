@@ -115,7 +115,7 @@ def test_pairwise_level_reaches_the_ideal_target_where_the_sequence_level_does_n
 
 def test_pairwise_rows_and_cached_weak_logps(tmp_path):
     """Preference pairs give the pairs directly (labels unused); the weak log-probs come from the cache."""
-    from lit_pref.models.tiny import cache_root
+    from lit_pref.models.artifacts import cache_root
 
     before = set((cache_root() / "logps").glob("*.pt"))
     module, data = bandit(tmp_path, "pairwise", 0.5, pairwise_rows=True, steps=300)

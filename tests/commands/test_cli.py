@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_pref.cli import main
@@ -144,3 +145,42 @@ def test_a_command_leaves_the_process_group_when_it_ends(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_top_level_help_lists_every_subcommand_without_importing_the_heavy_libraries():
+    from lit_pref.cli import SUBCOMMANDS
+
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "lit_pref", "--help"], capture_output=True,
+                         text=True, cwd=REPO, check=True)  # fmt: skip
+    usage = run.stdout.splitlines()[0]
+    assert usage == f"usage: python -m lit_pref [-h] {{{','.join(SUBCOMMANDS)}}} ..."
+    assert {"fit", "sample", "data", "crossfit"} <= set(SUBCOMMANDS)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if "|" in line}
+    assert "lit_pref.cli" in imported
+    assert not imported & {"torch", "lightning", "transformers", "datasets", "peft", "jsonargparse"}
+    bare = subprocess.run([sys.executable, "-m", "lit_pref"], capture_output=True, text=True, cwd=REPO)
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: python -m lit_pref")
+
+
+class StepProbe(Callback):
+    """Records the training bar's (total, completed), the global step and the epoch before every step."""
+
+    seen: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        bar = trainer.progress_bar_callback
+        task = bar.progress.tasks[bar.train_progress_bar_id]
+        StepProbe.seen.append((task.total, task.completed, trainer.global_step, trainer.current_epoch))
+
+
+def test_a_max_steps_run_shows_steps_of_max_steps_in_its_progress_bar():
+    from lit_pref.callbacks.progress import StepProgressBar
+
+    StepProbe.seen.clear()
+    run = cli("fit", "--config", str(REPO / "configs/dpo.yaml"), "--trainer.max_steps", "3",
+              "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.callbacks=[]",
+              "--trainer.callbacks+=tests.commands.test_cli.StepProbe", "--data.max_rows", "4",
+              "--data.batch_size", "2", "--trainer.enable_checkpointing", "false")  # fmt: skip
+    assert isinstance(run.trainer.progress_bar_callback, StepProgressBar)
+    # two batches an epoch: the bar runs on over the epoch boundary, counting steps of max_steps
+    assert StepProbe.seen == [(3, 0, 0, 0), (3, 1, 1, 0), (3, 2, 2, 1)]

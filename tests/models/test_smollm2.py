@@ -28,8 +28,8 @@ SPEC = "builtin:smollm2-135m"
 def test_smollm2_is_converted_once_into_a_plain_hf_folder(smollm2_path, capsys):
     from transformers import AutoModelForCausalLM
 
+    from lit_pref.models.artifacts import resolve_model_path
     from lit_pref.models.loading import load_tokenizer
-    from lit_pref.models.tiny import resolve_model_path
 
     folder = Path(smollm2_path)
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= {
@@ -121,9 +121,9 @@ def test_lora_smollm2_export_reloads_in_transformers_and_peft_with_equal_logits(
 
 def test_missing_wheel_names_the_install_command(monkeypatch, tmp_path):
     from lit_pref.models import smollm2
-    from lit_pref.models.tiny import resolve_model_path
+    from lit_pref.models.artifacts import resolve_model_path
 
-    monkeypatch.setenv("LIT_PREF_CACHE", str(tmp_path))
+    monkeypatch.setenv("LIT_PREF_MODEL_CACHE", str(tmp_path))
     real = importlib.util.find_spec
     monkeypatch.setattr(
         smollm2.importlib.util,

@@ -15,8 +15,8 @@ import yaml
 import lit_pref
 from lit_pref.callbacks.game import policy_distribution
 from lit_pref.errors import ConfigError
+from lit_pref.models.artifacts import resolve_model_path
 from lit_pref.models.loading import load_tokenizer
-from lit_pref.models.tiny import resolve_model_path
 from lit_pref.tasks.games import duality_gap, get_game, nash_equilibrium, regularized_equilibrium
 from tests.conftest import REPO
 from tests.helpers import trainer

@@ -1,0 +1,66 @@
+"""RewardEvaluation reports a collapse: degenerate samples counted by kind, warnings in the log and the summary."""
+
+from __future__ import annotations
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+
+import lit_pref
+from lit_pref.rewards import degenerate_reason
+from tests.helpers import trainer
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("  \n", "empty"),
+        (".", "punctuation"),
+        ("!!! ?", "punctuation"),
+        ("great great great", "one_word"),
+        ("Great, great. GREAT!", "one_word"),
+        ("the lamp is great the lamp is great the lamp is great", "looping"),
+        ("Great.", None),
+        ("The lamp is fine.", None),
+        ("I think the lamp is great and the price is great too.", None),
+        ("Honestly, the watch is fantastic.", None),
+        ("1", None),
+    ],
+)
+def test_degenerate_reason_names_each_collapsed_shape(text, reason):
+    assert degenerate_reason(text) == reason
+
+
+def dpo_run(tmp_path, lr: float, steps: int):
+    pl.seed_everything(0, verbose=False)
+    evaluation = lit_pref.RewardEvaluation(
+        reward=lit_pref.TaskReward("reviews"), num_prompts=32, every_n_steps=steps, summary=True,
+        sampling=lit_pref.SamplingConfig(max_new_tokens=16),
+    )  # fmt: skip
+    data = lit_pref.PreferenceDataModule(
+        train="task:reviews", val="task:reviews", format="pairwise", task_options={"num_rows": 640},
+        text_as_chat=True, max_length=48, max_prompt_length=24, batch_size=32,
+    )  # fmt: skip
+    module = lit_pref.DPO(policy="builtin:tiny-sft-reviews", lr=lr, warmup_steps=0)
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="run")
+    trainer(steps, [evaluation], logger=logger, limit_val_batches=0).fit(module, data)
+    return evaluation, logger
+
+
+def test_a_run_driven_into_collapse_is_reported(tmp_path, capsys):
+    """DPO at 40x the demo's learning rate: the policy collapses, and the evaluation says so."""
+    evaluation, logger = dpo_run(tmp_path, lr=1e-2, steps=20)
+    start, end = evaluation.history[0], evaluation.history[-1]
+    assert start["eval/degenerate_fraction"] == 0.0 and start["warnings"] == []
+    collapsed = end["eval/degenerate_fraction"] > evaluation.degenerate_warning
+    assert collapsed or end["eval/kl_to_ref"] > evaluation.kl_warning
+    assert end["warnings"] and "Lower the learning rate" in end["warnings"][-1]
+    printed = capsys.readouterr().out
+    assert "WARNING: " in printed and end["warnings"][0] in printed
+    saved = json.loads((tmp_path / "run" / "version_0" / "reward_evaluation.json").read_text())
+    assert saved["num_prompts"] == 32
+    assert [e["warnings"] for e in saved["evaluations"]] == [h["warnings"] for h in evaluation.history]
+    if collapsed:
+        assert sum(end["degenerate"].values()) == round(end["eval/degenerate_fraction"] * 32)
