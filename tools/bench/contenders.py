@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from datetime import timedelta
 
 from tools.bench.rows import as_demonstrations, bench_rows, long_tailed_rows, synthetic_rows
 
@@ -36,6 +37,9 @@ def trainer_options(cfg: dict) -> dict:
             tensor_parallel_size=1,
             save_distributed_checkpoint=False,
             process_group_backend=cfg["fsdp_backend"],
+            timeout=timedelta(
+                seconds=cfg.get("dist_timeout_s", 1800)
+            ),  # a rank that never comes fails the run
         )
     return options
 
@@ -179,6 +183,9 @@ def run_trl(cfg: dict, baton) -> dict:
         fp16=False,
         seed=cfg["seed"],
     )
+    if not args.use_cpu:  # one device, as every other contender: HF's Trainer wraps several in DataParallel
+        args.device  # noqa: B018 - sets args._n_gpu to the device count (a cached property, computed once)
+        args._n_gpu = 1
     dtype = "bfloat16" if precision == "bf16-true" else "float32"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     trainer = PretokenizedDPOTrainer(
@@ -416,6 +423,131 @@ def run_profile(cfg: dict) -> dict:
         wall = time.perf_counter() - start
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=cfg.get("rows", 14))
     return {"wall": wall, "table": table, "tokens": int(batch["attention_mask"].sum())}
+
+
+def run_generate_batches(cfg: dict, sync=None) -> list[dict]:
+    """Throughput of `lit_pref.sampling.generate` (the online methods' path: batched, KV-cached, left-padded)
+    at each batch size of cfg["batches"], the model in cfg["dtype"] on cfg["device"]; EOS is suppressed, so
+    every completion runs cfg["new_tokens"] tokens (equal work at every batch size)."""
+    from lit_pref.models.loading import load_causal_lm, load_tokenizer
+    from lit_pref.sampling import SamplingConfig, generate
+
+    sync = sync or (lambda: None)
+    tok = load_tokenizer(cfg["model"])
+    model = load_causal_lm(cfg["model"], cfg["dtype"], "bench").to(cfg["device"]).eval()
+    model.generation_config.suppress_tokens = [tok.eos_token_id]
+    vocab = min(len(tok), model.config.vocab_size)
+    rows = long_tailed_rows(max(cfg["batches"]), vocab, cfg["seed"], cfg.get("length_scale", 1.0))
+    prompts = [r["prompt_ids"][: cfg["prompt"]] for r in rows]
+    generate(model, tok, prompts[:1], SamplingConfig(max_new_tokens=4), batch_size=1)  # warm-up
+    out = []
+    for batch in cfg["batches"]:
+        times = []
+        for rep in range(cfg["repeats"]):
+            sync()
+            start = time.perf_counter()
+            gen = generate(model, tok, prompts[:batch], SamplingConfig(max_new_tokens=cfg["new_tokens"], seed=rep),
+                           batch_size=batch)  # fmt: skip
+            sync()
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        out.append({"dtype": cfg["dtype"], "batch": batch, "prompt_tokens": gen.prompt_tokens,
+                    "new_tokens": gen.generated_tokens, "seconds": seconds,
+                    "tokens_per_s": gen.generated_tokens / seconds})  # fmt: skip
+    return out
+
+
+def online_module(cfg: dict, method: str):
+    """(module, data module) of a short MPO or IRFT run as configs/real/mpo.yaml and irft.yaml set them, with
+    one optimizer step per rollout: MPO self-play on the reviews prompts (K samples, the cyclic VADER oracle),
+    IRFT on the reviews demonstrations (greedy negatives from the stage reference)."""
+    import lit_pref
+    from lit_pref.sampling import SamplingConfig
+
+    spec, new = cfg["model"], cfg["new_tokens"]
+    lengths = {"max_length": cfg["max_prompt"] + new, "max_prompt_length": cfg["max_prompt"]}
+    common = {
+        "tokenizer": spec,
+        "policy": spec,
+        "lr": cfg.get("lr", 1e-5),
+        "updates_per_rollout": 1,
+        **lengths,
+    }
+    data = {
+        "tokenizer": spec,
+        "text_as_chat": True,
+        "batch_size": cfg["prompts"],
+        "seed": cfg["seed"],
+        **lengths,
+    }
+    if method == "MPO":
+        reward = lit_pref.TaskReward(task="reviews")
+        oracle = lit_pref.CyclicStyleOracle(reward=reward, tau=0.25, weight=1.0)
+        module = lit_pref.MPO(oracle=oracle, num_samples=cfg["k"], eta=1.0, alpha=0.1,
+                              sampling=SamplingConfig(max_new_tokens=new), **common)  # fmt: skip
+        dm = lit_pref.PreferenceDataModule(train="task:reviews", format="prompt",
+                                           task_options={"seed": cfg["seed"], "num_rows": 64}, **data)  # fmt: skip
+    else:
+        module = lit_pref.IRFT(beta=0.1, stages=1, sampling=SamplingConfig(do_sample=False, max_new_tokens=new),
+                               **common)  # fmt: skip
+        dm = lit_pref.PreferenceDataModule(train=cfg["demonstrations"], max_rows=64, **data)
+    return module, dm
+
+
+def run_online(cfg: dict, method: str, sync=None) -> dict:
+    """A few steps of MPO or IRFT through Lightning's Trainer, each step split into generation (every
+    `module.sample` call: lit_pref.sampling.generate), the rest of the rollout (the frozen models' log-probs),
+    scoring (the oracle) and the update (the policy's forward, backward and optimizer step, and the logging)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+
+    sync = sync or (lambda: None)
+    module, dm = online_module(cfg, method)
+    spans: dict[str, float] = {}
+    steps: list[dict] = []
+
+    def timed(fn, key: str):
+        def wrapper(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sync()
+                spans[key] = spans.get(key, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    for key in ("sample", "rollout", "score"):  # instance attributes shadow the methods the loop calls
+        setattr(module, key, timed(getattr(module, key), key))
+
+    class StepSplit(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            sync()
+            spans.clear()
+            spans["start"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            sync()
+            step = time.perf_counter() - spans.pop("start")
+            gen, rollout, score = (spans.get(k, 0.0) for k in ("sample", "rollout", "score"))
+            steps.append({"generation_s": gen, "rollout_rest_s": rollout - gen, "scoring_s": score,
+                          "update_s": step - rollout - score, "step_s": step, "loss": float(outputs["loss"])})  # fmt: skip
+
+    trainer = pl.Trainer(
+        **trainer_options(cfg),
+        max_steps=cfg["steps"],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[StepSplit()],
+    )
+    trainer.fit(module, datamodule=dm)
+    return {"method": method, "steps": steps, "generated_tokens": module.tokens.generated,
+            "prompt_tokens": module.tokens.prompt}  # fmt: skip
 
 
 #: measurements that run alone in their process (no baton): name -> fn(cfg) -> result

@@ -151,6 +151,9 @@ def timed_result(result: dict, steps: list[tuple[float, int | None]], warmup: in
 def run_inline(name: str, cfg: dict, sync=None) -> dict:
     """One training contender in this process, timed by a Stopwatch: what `run_interleaved` gives for it (times
     and real tokens after the warm-up), plus the loss of every step. cfg needs "tmp" (its logs)."""
+    import torch
+
+    torch.manual_seed(cfg["seed"])  # as a worker does: LoRA's initial weights are drawn from this
     watch = Stopwatch(sync)
     result = CONTENDERS[name](cfg, watch)
     return timed_result({**result, "losses": watch.losses}, watch.steps, cfg["warmup"])

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import statistics
 from pathlib import Path
 
@@ -60,11 +61,20 @@ def table(rows: list[dict], first: str = "contender") -> str:
     )
 
 
-def markdown_table(header: list[str], rows: list[list], right_from: int = 1) -> str:
-    """A markdown table; columns from `right_from` on are right-aligned (numbers)."""
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?x?")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table; a column of numbers (and "-" for none) is right-aligned."""
+    cells = [[str(c) for c in row] for row in rows]
+
+    def numeric(i: int) -> bool:
+        column = [row[i] for row in cells]
+        return any(c != "-" for c in column) and all(c == "-" or NUMBER.fullmatch(c) for c in column)
+
+    align = ["---:" if numeric(i) else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
 
 
