@@ -67,6 +67,10 @@ stash() {
   mkdir -p "$CARRY"
   cp .whl-first/*.part1 "$CARRY/"
   ls -l "$CARRY"
+  # the machine's own versions of what the carried wheels need (datasets 5.2 wants pyarrow >= 24, fsspec <=
+  # 2026.9.0, huggingface-hub >= 1.31): a mismatch shows here, before call 2
+  python3 -m pip show pyarrow fsspec huggingface-hub accelerate transformers torch lightning 2>/dev/null \
+    | grep -E '^(Name|Version):' | paste - - || true
 }
 
 install() {
