@@ -16,6 +16,7 @@ from lit_pref.algorithms import (
 )
 from lit_pref.callbacks import (
     CompanionRefresh,
+    DivergenceGuard,
     ExportHF,
     GameMetrics,
     GenerationSamples,
@@ -24,8 +25,9 @@ from lit_pref.callbacks import (
     PredictionWriter,
     RewardEvaluation,
 )
+from lit_pref.checkpoints import AtomicCheckpointIO
 from lit_pref.data import PreferenceDataModule
-from lit_pref.errors import ConfigError, DataError, LitPrefError
+from lit_pref.errors import CheckpointError, ConfigError, DataError, DivergenceError, LitPrefError
 from lit_pref.models import (
     CompanionModel,
     DisabledAdapter,
@@ -47,6 +49,10 @@ from lit_pref.sampling import PRS, PRand, Rand, Sampler, SamplingConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "DivergenceError",
+    "DivergenceGuard",
     "BestOfNFineTune",
     "CausalPO",
     "CompanionRefresh",
