@@ -144,3 +144,14 @@ def test_a_command_leaves_the_process_group_when_it_ends(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("command", [["data", "--task", "reviews", "--format", "pairwise"],
+                                     ["crossfit", "--config", "configs/causal/outcome_model.yaml"]])  # fmt: skip
+def test_an_out_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, capsys, command):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "out"
+    with pytest.raises(SystemExit) as exit_:
+        cli(*command, "--out", str(out))
+    assert exit_.value.code == 2
+    assert f"{command[0]}: --out {out}: {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err
