@@ -101,13 +101,14 @@ class ResumedSettings(pl.Callback):
             scheduler._last_lr = [g["lr"] for g in restored.param_groups]  # what get_last_lr() reports
 
     def _log(self, trainer) -> None:
+        log_dir = trainer.log_dir  # a collective (broadcast): every rank asks
         if not trainer.is_global_zero:
             return
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in self.changes.items())
         lrs = [f"{g['lr']:g}" for o in trainer.optimizers for g in o.param_groups]
         print(f"lit_pref: resumed at step {trainer.global_step} with changed settings ({listed}); learning "
               f"rate now {', '.join(lrs)}")  # fmt: skip
-        if trainer.log_dir:
+        if log_dir:
             record = {"step": trainer.global_step, "checkpoint": self.checkpoint, "changes": self.changes}
-            with open(Path(trainer.log_dir) / "resumes.jsonl", "a") as f:
+            with open(Path(log_dir) / "resumes.jsonl", "a") as f:
                 f.write(json.dumps(record, default=str) + "\n")
