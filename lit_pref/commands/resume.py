@@ -96,7 +96,8 @@ def run_settings(config: dict[str, Any]) -> dict[str, Any]:
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict) and value:
         for key, item in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+            if not str(key).startswith("__"):  # the parser's bookkeeping (__path__ of a config file)
+                _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
     else:
         out[prefix] = value
 

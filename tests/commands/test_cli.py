@@ -154,4 +154,6 @@ def test_an_out_folder_that_cannot_be_written_is_named_before_any_work(tmp_path,
     with pytest.raises(SystemExit) as exit_:
         cli(*command, "--out", str(out))
     assert exit_.value.code == 2
-    assert f"{command[0]}: --out {out}: {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err
+    assert (
+        f"{command[0]}: --out {out}: {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err
+    )

@@ -137,6 +137,13 @@ def test_resume_with_changes_applies_the_new_learning_rate_and_logs_it(tmp_path,
     assert run.model.hparams.lr == 0.02 and run.trainer.optimizers[0].param_groups[0]["lr"] == 0.02
 
 
+def test_a_run_with_a_random_seed_resumes_with_the_seed_it_drew(tmp_path):
+    first = fit_cli(tmp_path, "b", 2, "--seed_everything", "true")
+    drawn = first.config["fit"]["seed_everything"]
+    resumed = fit_cli(tmp_path, "b", 4, "--seed_everything", "true", "--resume", "true")  # draws another one
+    assert resumed.trainer.global_step == 4 and resumed.config["fit"]["seed_everything"] == drawn
+
+
 def run_config(**init_args):
     callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"every_n_train_steps": 2}},
                  {"class_path": "lit_pref.MagnetUpdate", "init_args": {"every_n_iterations": 10}}]  # fmt: skip
