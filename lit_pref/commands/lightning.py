@@ -39,6 +39,10 @@ class LitPrefCLI(LightningCLI):
     Every run also gets: atomic, verified checkpoints (lit_pref.AtomicCheckpointIO), a DivergenceGuard (set under
     `divergence:`), its settings recorded in each checkpoint, and its output folders checked before it starts."""
 
+    #: (checkpoint, changed settings, its RunRecord) when `fit` resumes; set by before_instantiate_classes
+    _resumed: tuple[str, dict, dict | None] | None = None
+    _random_seed = False
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
@@ -84,21 +88,19 @@ class LitPrefCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        self._resumed: tuple[str, dict, dict | None] | None = None
         if config is None:
             return
         resume, allow = config.pop("resume", False), config.pop("resume_with_changes", False)
         if self.subcommand != "fit":
             return
         if resume or config.get("ckpt_path") == "last":
-            resume_newest(config)
-        elif config.get("ckpt_path") and config.ckpt_path not in SPECIAL_CKPT_PATHS:
-            verify_checkpoint(config.ckpt_path)
-        if config.get("ckpt_path") and config.ckpt_path not in SPECIAL_CKPT_PATHS:
-            record = read_run_record(Path(config.ckpt_path))
+            resume_newest(config)  # the newest sound one (an explicit path was verified in _parse_ckpt_path)
+        path = config.get("ckpt_path")
+        if path and path not in SPECIAL_CKPT_PATHS:
+            record = read_run_record(Path(path))
             self._reuse_seed(config, record)
-            changes = check_same_run(record, self._settings(config), Path(config.ckpt_path), allow)
-            self._resumed = (config.ckpt_path, changes, record)
+            changes = check_same_run(record, self._settings(config), Path(path), allow)
+            self._resumed = (path, changes, record)
 
     def _settings(self, config) -> dict:
         return run_settings(config.clone().as_dict())
