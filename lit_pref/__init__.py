@@ -33,6 +33,7 @@ _EXPORTS = {
     **dict.fromkeys(
         [
             "CompanionRefresh",
+            "DivergenceGuard",
             "ExportHF",
             "GameMetrics",
             "GenerationSamples",
@@ -44,7 +45,10 @@ _EXPORTS = {
         "lit_pref.callbacks",
     ),
     **dict.fromkeys(["PreferenceDataModule"], "lit_pref.data"),
-    **dict.fromkeys(["ConfigError", "DataError", "LitPrefError"], "lit_pref.errors"),
+    **dict.fromkeys(["AtomicCheckpointIO"], "lit_pref.checkpoints"),
+    **dict.fromkeys(
+        ["CheckpointError", "ConfigError", "DataError", "DivergenceError", "LitPrefError"], "lit_pref.errors"
+    ),
     **dict.fromkeys(
         ["CompanionModel", "DisabledAdapter", "FrozenCopy", "LoraSettings", "Precomputed", "RefreshableCopy"],
         "lit_pref.models",

@@ -36,3 +36,11 @@ def check_range(
     if broken or value != value:  # value != value: NaN
         wanted = " and ".join(f"{op}{bound}" for op, bound, _ in rules if bound is not None)
         raise ConfigError(f"{option} must be {wanted}, got {value}. Fix the option in your config")
+
+
+class CheckpointError(LitPrefError, OSError):
+    """A checkpoint that cannot be written (disk full, unwritable folder) or read (truncated, damaged)."""
+
+
+class DivergenceError(LitPrefError, RuntimeError):
+    """Training produced a non-finite loss or gradient norm (or weights), and was stopped."""

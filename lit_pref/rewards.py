@@ -26,6 +26,11 @@ class Reward:
     def __call__(self, prompts: list[Any], responses: list[str]) -> Tensor:
         raise NotImplementedError
 
+    def scores(self, prompts: list[Any], responses: list[str]) -> list[float]:
+        """The scores as Python floats at the precision they were computed in (the tensor of `__call__` is float32
+        for training; data written to files, e.g. by `sample`, keeps the full value)."""
+        return [float(v) for v in self(prompts, responses)]
+
 
 class TaskReward(Reward):
     """The ground-truth reward of a built-in task.
@@ -43,6 +48,9 @@ class TaskReward(Reward):
     def __call__(self, prompts, responses):
         return torch.tensor(self.task.reward(prompts, responses), dtype=torch.float32)
 
+    def scores(self, prompts, responses):
+        return [float(v) for v in self.task.reward(prompts, responses)]
+
 
 class CallableReward(Reward):
     """A Python function `fn(prompts, responses) -> list[float]`.
@@ -59,6 +67,10 @@ class CallableReward(Reward):
 
     def __call__(self, prompts, responses):
         return torch.as_tensor(self.fn(prompts, responses), dtype=torch.float32)
+
+    def scores(self, prompts, responses):
+        values = self.fn(prompts, responses)
+        return [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
 
 
 class RewardModelScorer(Reward):

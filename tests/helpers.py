@@ -57,3 +57,28 @@ def fit_dpo_config_with(fragment: str, save_dir, steps: int = 2):
                  "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
                  "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
                  "--trainer.logger.init_args.save_dir", str(save_dir)])  # fmt: skip
+
+
+CHECKPOINT_EVERY_2 = """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {every_n_train_steps: 2, save_top_k: -1, save_last: true}
+"""
+
+
+def fit_cli(tmp_path, run: str, steps: int, *extra: str):
+    """`fit` of configs/dpo.yaml on 80 rows (5 batches an epoch), a checkpoint every 2 steps, logs under
+    tmp_path/run/dpo; bit-exact on resume (the plain layout, see tests/algorithms/test_checkpoint.py)."""
+    from lit_pref.cli import main
+    from tests.conftest import REPO
+
+    every_2 = tmp_path / "every2.yaml"
+    every_2.write_text(CHECKPOINT_EVERY_2)
+    return main([
+        "fit", "--config", str(REPO / "configs/dpo.yaml"), "--config", str(every_2),
+        "--trainer.max_steps", str(steps), "--trainer.logger.init_args.save_dir", str(tmp_path / run),
+        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false", "--data.max_rows", "80",
+        "--model.init_args.prefix_sharing", "false",
+        *extra,
+    ])  # fmt: skip

@@ -141,3 +141,22 @@ def test_fsdp2_rft_shards_trains_and_exports_both_models(tmp_path):
     AutoModelForCausalLM.from_pretrained(export)  # both gathered from the shards and saved
     reward = AutoModelForSequenceClassification.from_pretrained(f"{export}_reward_model")
     assert reward.config.num_labels == 1
+
+
+def test_fsdp2_resume_skips_a_damaged_checkpoint_and_applies_changed_settings(tmp_path):
+    """Issue 29 under FSDP2 (whole-state checkpoints, lit_pref's atomic writer on rank 0): `--resume` passes over
+    a truncated newest checkpoint to the one before, and `--resume_with_changes` applies a new learning rate on
+    every rank (its log line asks every rank for the log folder: a collective)."""
+    ckpt = ["--trainer.enable_checkpointing", "true",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_top_k=-1"]  # fmt: skip
+    run = [*DPO, *FSDP2, "--data.batch_size", "8", *ckpt]
+    fit(tmp_path, "run", *run, "--trainer.max_steps", "4")
+    folder = tmp_path / "runs" / "run" / "version_0" / "checkpoints"
+    newest = folder / "epoch=0-step=4.ckpt"
+    newest.write_bytes(newest.read_bytes()[:5000])
+    resumed = fit(tmp_path, "run", *run, "--trainer.max_steps", "6", "--resume", "true",
+                  "--model.init_args.lr", "1e-3", "--resume_with_changes", "true")  # fmt: skip
+    assert [s for s, _ in resumed["losses"]] == [3, 4, 5, 6]  # from step 2: the step-4 file was skipped
+    (line,) = (folder.parent / "resumes.jsonl").read_text().splitlines()
+    assert json.loads(line)["changes"] == {"model.init_args.lr": [0.0005, 0.001]}

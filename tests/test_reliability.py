@@ -17,7 +17,7 @@ from lit_pref.atomic import atomic_write
 from lit_pref.cli import main
 from lit_pref.errors import ConfigError, DataError
 from tests.conftest import DATA, REPO, write_jsonl
-from tests.helpers import Recorder, data_module, trainer
+from tests.helpers import Recorder, data_module, fit_cli, trainer
 
 PAIR = {"prompt": "Write a review.", "chosen": "Good lamp.", "rejected": "Bad lamp."}
 
@@ -47,6 +47,22 @@ def test_bad_file_is_named(tmp_path, case):
     dm = lit_pref.PreferenceDataModule(train=str(path), batch_size=1)
     with pytest.raises((DataError, ConfigError), match=pattern.format(path=re.escape(str(path)))):
         trainer(1).fit(lit_pref.DPO(), dm)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_non_utf8_bytes_are_named_by_file_line_and_offset(tmp_path, tokenizer, suffix):
+    first = (json.dumps(PAIR) if suffix == ".jsonl" else "prompt,chosen,rejected") + "\n"
+    second = (
+        b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n' if suffix == ".jsonl" else b"caf\xe9,a,b\n"
+    )
+    path = tmp_path / f"latin1{suffix}"
+    path.write_bytes(first.encode() + second)
+    at = second.index(b"\xe9")
+    where = f"{path}, line 2, byte {at + 1} of the line (offset {len(first) + at} in "
+    with pytest.raises(
+        DataError, match=re.escape(where) + r"the file\): byte 0xe9 is not UTF-8 .*re-save it as UTF-8"
+    ):
+        make_dm(tokenizer, str(path)).setup("fit")
 
 
 def test_missing_file_is_named(tmp_path, tokenizer):
@@ -339,26 +355,6 @@ def test_cache_hit_never_builds_the_source_model(tmp_path, monkeypatch, tiny_pat
 
 
 # -- resume and export -----------------------------------------------------------------------------------------
-CHECKPOINT_EVERY_2 = """
-trainer:
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {every_n_train_steps: 2, save_top_k: -1, save_last: true}
-"""
-
-
-def fit_cli(tmp_path: Path, run: str, steps: int, *extra: str):
-    every_2 = tmp_path / "every2.yaml"
-    every_2.write_text(CHECKPOINT_EVERY_2)
-    return main([
-        "fit", "--config", str(REPO / "configs/dpo.yaml"), "--config", str(every_2),
-        "--trainer.max_steps", str(steps), "--trainer.logger.init_args.save_dir", str(tmp_path / run),
-        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false", "--data.max_rows", "80",
-        "--model.init_args.prefix_sharing", "false",  # bit-exact resume: the plain layout (see test_checkpoint.py)
-        *extra,
-    ])  # fmt: skip
-
-
 def test_resume_flag_continues_bit_exact(tmp_path):
     straight = fit_cli(tmp_path, "a", 8).model.policy.state_dict()
     first = fit_cli(tmp_path, "b", 8, "--resume", "true")  # no checkpoint yet: starts at step 0

@@ -1,3 +1,4 @@
+from lit_pref.callbacks.divergence import DivergenceGuard
 from lit_pref.callbacks.export import ExportHF, export_module
 from lit_pref.callbacks.game import GameMetrics
 from lit_pref.callbacks.outcomes import OutcomeRegret
@@ -9,6 +10,7 @@ from lit_pref.callbacks.samples import GenerationSamples
 
 __all__ = [
     "CompanionRefresh",
+    "DivergenceGuard",
     "ExportHF",
     "GameMetrics",
     "GenerationSamples",

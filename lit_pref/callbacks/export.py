@@ -27,6 +27,33 @@ def full_state_dict(model) -> dict | None:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def first_non_finite(state: dict) -> str | None:
+    """The name of the first floating-point tensor of `state` holding a NaN or an infinity, else None."""
+    import torch
+
+    for key, value in state.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            return key
+    return None
+
+
+def check_finite(model, state: dict | None, name: str) -> None:
+    """Refuse to export weights that are not finite (a diverged run): they would only produce garbage."""
+    from lit_pref.errors import DivergenceError
+
+    bad = first_non_finite(state if state is not None else model.state_dict())
+    if bad is not None:
+        raise DivergenceError(
+            f"ExportHF: the {name}'s weight {bad!r} holds NaN or infinite values (training diverged), so it was "
+            "not exported. Lower model.init_args.lr (or clip gradients: trainer.gradient_clip_val) and train "
+            "again, or resume from a checkpoint written before the divergence"
+        )
+
+
 def export_module(
     module, dirpath: str | Path, merge_lora: bool = True, is_writer: bool = True, name: str = "policy"
 ) -> Path | None:
@@ -44,6 +71,7 @@ def export_module(
             "ExportHF: merging LoRA into sharded weights is not supported; set merge_lora: false"
         )
     model = trained if state is not None else module.model_for_export(merge_lora, name)
+    check_finite(model, state, name)  # under FSDP2 only the writer holds the gathered weights
     if not is_writer:
         return None
 

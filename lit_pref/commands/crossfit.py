@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_pref.atomic import atomic_write
+from lit_pref.atomic import atomic_write, unwritable_reason
 from lit_pref.errors import ConfigError
 
 ADDED_COLUMNS = ("fold", "prediction", "sample", "sample_logp", "sample_prediction")
@@ -111,6 +111,8 @@ def fit_fold(config: str, overrides: list[str], rows: list[dict], folder: Path, 
 
 def annotate(ns: argparse.Namespace) -> dict[str, Path]:
     out = Path(ns.out)
+    if reason := unwritable_reason(out):
+        raise ConfigError(f"crossfit: --out {out}: {reason}. Give a writable folder (nothing was trained)")
     overrides = [f"--{item}" for item in ns.set]
     _, datamodule, _ = build(ns.config, overrides)
     train_spec = datamodule.sources["train"]

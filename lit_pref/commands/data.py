@@ -9,6 +9,8 @@ def main(argv: list[str]) -> None:
     import json
     from pathlib import Path
 
+    from lit_pref.atomic import unwritable_reason
+    from lit_pref.errors import ConfigError
     from lit_pref.tasks import TASKS, get_task
 
     parser = argparse.ArgumentParser(prog="python -m lit_pref data", description=main.__doc__)
@@ -25,8 +27,10 @@ def main(argv: list[str]) -> None:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
-    task = get_task(ns.task, options)
     out = Path(ns.out)
+    if reason := unwritable_reason(out):
+        raise ConfigError(f"data: --out {out}: {reason}. Give a writable folder")
+    task = get_task(ns.task, options)
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val", "test"):
         rows = task.rows(ns.format, split)

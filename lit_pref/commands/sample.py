@@ -4,20 +4,22 @@ Reads prompts (a file, `hub:owner/name` or `task:<name>`; column `prompt`, optio
 sampler (lit_pref.Rand, PRand or PRS) from the policy, scores every candidate with the reward, and writes one
 JSONL row per prompt: every candidate with its layer, reward and tokens, the feedback written, and the best.
 
-Prompts are processed in chunks of `chunk_size`, each written atomically to `<out>.parts/` as it finishes; a
-rerun after a crash skips the finished chunks, and chunk c always samples with seed + c * CHUNK_SEED_STRIDE, so
-the result equals an uninterrupted run's. The chunks go through Lightning's predict loop, which splits them
+Prompts are processed in chunks of `chunk_size`, each written atomically to `<out>.parts/` as it finishes, under a
+name keyed by its prompts' content; a rerun after a crash skips the finished chunks whose prompts are unchanged,
+and chunk c always samples with seed + c * CHUNK_SEED_STRIDE, so the result equals an uninterrupted run's.
+Prompts are rendered through the tokenizer's chat template, or as plain text when it has none (`text_as_chat`). The chunks go through Lightning's predict loop, which splits them
 across `devices` (each rank its share); rank 0 merges the parts into `out` (atomically) at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from lit_pref.atomic import atomic_write
+from lit_pref.atomic import atomic_write, unwritable_reason
 from lit_pref.errors import ConfigError, DataError, row_error
 
 CHUNK_SEED_STRIDE = 10_000_019
@@ -35,6 +37,10 @@ def parser():
         "--policy", type=str, required=True, help="model to sample from (HF folder, hub name, builtin:...)"
     )
     p.add_argument("--tokenizer", type=str | None, default=None, help="tokenizer (default: the policy's)")
+    p.add_argument("--text_as_chat", type=bool | None, default=None,
+                   help="render each prompt as a user turn of the tokenizer's chat template (true) or tokenize it as "
+                        "plain text (false), as data.text_as_chat does for training rows; default: true when the "
+                        "tokenizer has a chat template, else false (base models)")  # fmt: skip
     p.add_argument(
         "--prompts", type=str, required=True, help="prompt source: file, hub:owner/name or task:<name>"
     )
@@ -87,22 +93,35 @@ def read_prompts(spec: str, split: str, task_options: dict | None, common: str |
 
 
 class SampleChunks:
-    """What each predict step does: sample one chunk of prompts and write its part file (unless it exists)."""
+    """What each predict step does: sample one chunk of prompts and write its part file (unless it exists). A part
+    file is named by its chunk's number and a digest of its prompts (and of what the reward sees), so a part of
+    prompts that were edited since is never taken for the new ones."""
 
     def __init__(self, cfg, sampler, reward, prompts: list[tuple[str, str | None]], parts: Path):
         self.cfg, self.sampler, self.reward, self.prompts, self.parts = cfg, sampler, reward, prompts, parts
         self.sees = cfg.reward_sees_preference
         if self.sees is None:
             self.sees = cfg.preference is None and any(z for _, z in prompts)
+        self.num_chunks = -(-len(prompts) // cfg.chunk_size)
+
+    def rows(self, chunk: int) -> list[tuple[str, str | None]]:
+        start = chunk * self.cfg.chunk_size
+        return self.prompts[start : start + self.cfg.chunk_size]
 
     def part(self, chunk: int) -> Path:
-        return self.parts / f"chunk-{chunk:06d}.jsonl"
+        key = hashlib.sha256(json.dumps([self.rows(chunk), self.sees]).encode()).hexdigest()[:16]
+        return self.parts / f"chunk-{chunk:06d}-{key}.jsonl"
+
+    def stale_parts(self) -> list[Path]:
+        """Part files in the folder that belong to no chunk of these prompts (their prompts were edited)."""
+        current = {self.part(c).name for c in range(self.num_chunks)}
+        return sorted(p for p in self.parts.glob("chunk-*.jsonl") if p.name not in current)
 
     def run(self, policy, chunk: int) -> dict[str, float]:
         from lit_pref.commands.crossfit import write_jsonl
 
         start = chunk * self.cfg.chunk_size
-        rows = self.prompts[start : start + self.cfg.chunk_size]
+        rows = self.rows(chunk)
         seed = self.cfg.seed + CHUNK_SEED_STRIDE * chunk
         results = self.sampler.run(policy, [p for p, _ in rows], [z for _, z in rows], self.reward,
                                    reward_sees_preference=self.sees, seed=seed)  # fmt: skip
@@ -110,22 +129,22 @@ class SampleChunks:
         return {"prompts": len(rows), "tokens": sum(r.prompt_tokens + r.generated_tokens for r in results)}
 
 
-def _module(cfg, chunks: SampleChunks):
+def _module(cfg, chunks: SampleChunks, tokenizer, text_as_chat: bool):
     import lightning.pytorch as pl
 
     from lit_pref.data.render import Renderer
-    from lit_pref.models.loading import load_causal_lm, load_tokenizer
+    from lit_pref.models.loading import load_causal_lm
     from lit_pref.sampling import Policy
 
     class SampleModule(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.model = load_causal_lm(cfg.policy).eval()
-            self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy)
+            self.model = load_causal_lm(cfg.policy, option="--policy").eval()
+            self.tokenizer = tokenizer
             self.done: list[dict[str, float]] = []
 
         def predict_step(self, batch, batch_idx):
-            renderer = Renderer(self.tokenizer, 2**30, 2**30 - 1, text_as_chat=True)
+            renderer = Renderer(self.tokenizer, 2**30, 2**30 - 1, text_as_chat=text_as_chat)
             policy = Policy(self.model, self.tokenizer, renderer.full_prompt_ids, cfg.batch_size,
                             cfg.max_new_tokens, synced_gpus=False)  # fmt: skip
             for chunk in batch.tolist():
@@ -140,11 +159,12 @@ RESUME_KEYS = ("policy", "tokenizer", "prompts", "split", "task_options", "prefe
                "sampler", "reward", "max_new_tokens", "chunk_size", "seed", "max_rows")  # fmt: skip
 
 
-def check_resumable(parts: Path, cfg, num_prompts: int) -> None:
-    """Record the run's settings beside its parts; a rerun with other settings would mix two runs: refuse it."""
+def check_resumable(parts: Path, cfg, text_as_chat: bool) -> None:
+    """Record the run's settings beside its parts; a rerun with other settings would mix two runs: refuse it.
+    (The prompts' content is checked per chunk: see SampleChunks.part.)"""
     given = cfg.as_dict()
     settings = {k: given.get(k) for k in RESUME_KEYS}
-    settings = json.loads(json.dumps({**settings, "num_prompts": num_prompts}, default=str))
+    settings = json.loads(json.dumps({**settings, "text_as_chat": text_as_chat}, default=str))
     saved = parts / "settings.json"
     if saved.exists() and json.loads(saved.read_text()) != settings:
         old = json.loads(saved.read_text())
@@ -155,16 +175,46 @@ def check_resumable(parts: Path, cfg, num_prompts: int) -> None:
     atomic_write(saved, lambda tmp: Path(tmp).write_text(json.dumps(settings)))
 
 
-def merge(parts: Path, num_chunks: int, out: Path) -> int:
+def merge(chunks: SampleChunks, out: Path) -> int:
     """Concatenate the part files in order into `out` (atomically); remove the parts."""
     import shutil
 
     rows = []
-    for chunk in range(num_chunks):
-        rows += (parts / f"chunk-{chunk:06d}.jsonl").read_text().splitlines()
+    for chunk in range(chunks.num_chunks):
+        rows += chunks.part(chunk).read_text().splitlines()
     atomic_write(out, lambda tmp: Path(tmp).write_text("".join(r + "\n" for r in rows)))
-    shutil.rmtree(parts)
+    shutil.rmtree(chunks.parts)
     return len(rows)
+
+
+def check_out(out: Path) -> None:
+    """Refuse an `out` that cannot be written before anything is loaded or sampled."""
+    parts = out.with_name(out.name + ".parts")
+    if out.is_dir():
+        raise ConfigError(
+            f"sample: --out {out} is a folder; give the JSONL file to write, e.g. {out / 'samples.jsonl'}"
+        )
+    if parts.exists() and not parts.is_dir():
+        raise ConfigError(
+            f"sample: {parts} (where --out's chunks go) is a file; move it away or pick another --out"
+        )
+    if reason := unwritable_reason(out.parent):
+        raise ConfigError(f"sample: --out {out}: {reason}. Give a path in a writable folder")
+
+
+def chat_or_text(tokenizer, given: bool | None, spec: str) -> bool:
+    """`text_as_chat` resolved: as given, or whether the tokenizer has a chat template."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if given is None:
+        if not has_template:
+            print(f"sample: {spec} has no chat template: the prompts are plain text (text_as_chat: false)")
+        return has_template
+    if given and not has_template:
+        raise ConfigError(
+            f"sample: --text_as_chat true renders prompts with the tokenizer's chat template, but {spec} has none. "
+            "Set text_as_chat: false for plain-text prompts (or leave it unset: chosen from the tokenizer)"
+        )
+    return given
 
 
 def main(argv: list[str]) -> None:
@@ -177,18 +227,29 @@ def main(argv: list[str]) -> None:
                           ("max_new_tokens", cfg.max_new_tokens)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"sample: --{option} must be >= 1, got {value}")
-    init = p.instantiate_classes(cfg)
     out = Path(cfg.out)
+    check_out(out)
+    from lit_pref.models.loading import load_tokenizer
+
+    spec = cfg.tokenizer or cfg.policy
+    tokenizer = load_tokenizer(spec, "--tokenizer" if cfg.tokenizer else "--policy")
+    text_as_chat = chat_or_text(tokenizer, cfg.text_as_chat, spec)
+    init = p.instantiate_classes(cfg)
     parts = out.with_name(out.name + ".parts")
     prompts = read_prompts(cfg.prompts, cfg.split, cfg.task_options, cfg.preference, cfg.max_rows)
-    num_chunks = -(-len(prompts) // cfg.chunk_size)
     chunks = SampleChunks(cfg, init.sampler, init.reward, prompts, parts)
-    check_resumable(parts, cfg, len(prompts))
+    num_chunks = chunks.num_chunks
+    check_resumable(parts, cfg, text_as_chat)
+    if stale := chunks.stale_parts():
+        print(f"sample: {len(stale)} finished chunks were sampled from other prompts (edited since): sampling them "
+              "again")  # fmt: skip
+        for path in stale:
+            path.unlink(missing_ok=True)  # several ranks may remove the same file
     pending = [c for c in range(num_chunks) if not chunks.part(c).exists()]
     if len(pending) < num_chunks:
         print(f"sample: resuming, {num_chunks - len(pending)} of {num_chunks} chunks already done")
     started = time.monotonic()
-    module = _module(cfg, chunks)
+    module = _module(cfg, chunks, tokenizer, text_as_chat)
     trainer = pl.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False,
                          enable_model_summary=False)  # fmt: skip
     loader = torch.utils.data.DataLoader(torch.tensor(pending or [0], dtype=torch.long), batch_size=1)
@@ -202,7 +263,7 @@ def main(argv: list[str]) -> None:
         missing = [c for c in range(num_chunks) if not chunks.part(c).exists()]
         if missing:
             raise RuntimeError(f"sample: chunks {missing[:5]} were not written; rerun to finish them")
-        n = merge(parts, num_chunks, out)
+        n = merge(chunks, out)
         print(f"sample: wrote {n} rows to {out}; this run sampled {done_prompts} prompts in {seconds:.1f} s "
               f"({done_prompts / seconds:.2f} prompts/s, {done_tokens / seconds:.0f} tokens/s, rank 0)")  # fmt: skip
     else:

@@ -28,6 +28,44 @@ def _is_blank(path: str) -> bool:
         return all(not chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
+TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
+
+
+def _non_utf8(path: str) -> str | None:
+    """'line N, byte B of the line (offset O in the file): byte 0xXX ...' for the first bytes of a text file that
+    are not UTF-8, else None. pyarrow reads such bytes into strings and fails later, far from the file."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, newlines, line_start = 0, 0, 0  # bytes before this chunk, newlines in them, where the line began
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            pending = decoder.getstate()[
+                0
+            ]  # the (at most 3) bytes of a character the last chunk left unfinished
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                data, bad = (
+                    pending + chunk,
+                    exc.start - len(pending),
+                )  # `bad`: position in `chunk` (< 0: in pending)
+                head = chunk[: max(bad, 0)]
+                if b"\n" in head:
+                    line_start = offset + head.rfind(b"\n") + 1
+                where, line = offset + bad, newlines + head.count(b"\n") + 1
+                return (f"line {line}, byte {where - line_start + 1} of the line (offset "
+                        f"{where} in the file): byte 0x{data[exc.start]:02x} is not UTF-8 ({exc.reason})")  # fmt: skip
+            if b"\n" in chunk:
+                newlines, line_start = newlines + chunk.count(b"\n"), offset + chunk.rfind(b"\n") + 1
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            return f"the file ends inside a character (offset {offset}): not UTF-8 ({exc.reason})"
+    return None
+
+
 def _first_bad_json_line(path: str) -> str | None:
     """'line N: problem' for the first line of a JSONL file that is not one JSON object, else None."""
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -56,6 +94,11 @@ def _load_file(path: str):
     if _is_blank(path):
         raise DataError(
             f"{path}: the file is empty (no rows). Fill it, or point the option at the right file"
+        )
+    if suffix in TEXT_SUFFIXES and (where := _non_utf8(path)):
+        raise DataError(
+            f"{path}, {where}. Text data files must be UTF-8: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8), "
+            "or fix the bytes at that place"
         )
     # The datasets cache is keyed by path + mtime; keying its folder by content makes an edit that keeps both
     # load the new rows.

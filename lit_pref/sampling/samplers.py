@@ -164,7 +164,7 @@ def score(reward, prompts: list, responses: list[str], failed_score: float | Non
     """reward(prompts, responses) as floats. A reward that raises or returns a non-finite value is an error,
     unless `failed_score` is set: then the failing items (found one by one) get it, as the official code's 0.0."""
     try:
-        values = [float(v) for v in reward(prompts, responses)]
+        values = full_precision(reward, prompts, responses)
         if len(values) != len(responses):
             raise ValueError(f"{len(values)} scores for {len(responses)} responses")
         if all(math.isfinite(v) for v in values):
@@ -181,9 +181,19 @@ def score(reward, prompts: list, responses: list[str], failed_score: float | Non
     return [_score_one(reward, p, r, failed_score) for p, r in zip(prompts, responses)]
 
 
+def full_precision(reward, prompts: list, responses: list[str]) -> list[float]:
+    """A reward's scores as Python floats, without a float32 round trip when it offers `scores` (lit_pref rewards)."""
+    scores = getattr(reward, "scores", None)
+    return (
+        list(scores(prompts, responses))
+        if callable(scores)
+        else [float(v) for v in reward(prompts, responses)]
+    )
+
+
 def _score_one(reward, prompt, response: str, failed_score: float) -> float:
     try:
-        value = float(reward([prompt], [response])[0])
+        value = float(full_precision(reward, [prompt], [response])[0])
     except Exception:
         return failed_score
     return value if math.isfinite(value) else failed_score

@@ -184,3 +184,16 @@ def test_a_max_steps_run_shows_steps_of_max_steps_in_its_progress_bar():
     assert isinstance(run.trainer.progress_bar_callback, StepProgressBar)
     # two batches an epoch: the bar runs on over the epoch boundary, counting steps of max_steps
     assert StepProbe.seen == [(3, 0, 0, 0), (3, 1, 1, 0), (3, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("command", [["data", "--task", "reviews", "--format", "pairwise"],
+                                     ["crossfit", "--config", "configs/causal/outcome_model.yaml"]])  # fmt: skip
+def test_an_out_folder_that_cannot_be_written_is_named_before_any_work(tmp_path, capsys, command):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "out"
+    with pytest.raises(SystemExit) as exit_:
+        cli(*command, "--out", str(out))
+    assert exit_.value.code == 2
+    assert (
+        f"{command[0]}: --out {out}: {tmp_path / 'a-file'} is a file, not a folder" in capsys.readouterr().err
+    )

@@ -19,6 +19,40 @@ def test_a_file_that_is_not_gguf_fails_naming_the_option_and_what_to_do(tmp_path
     assert "\n" not in message
 
 
+def small_gguf(path):
+    """A valid GGUF file: one metadata entry, two tensors (float32 and float16)."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("a", np.ones((4, 8), np.float32))
+    writer.add_tensor("b", np.ones((64,), np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.99, 0.5, 0.05])
+def test_a_truncated_gguf_file_is_said_to_be_truncated(tmp_path, keep):
+    from lit_pref.models.gguf import gguf_size_problem
+
+    whole = small_gguf(tmp_path / "whole.gguf")
+    assert gguf_size_problem(whole) is None
+    data = whole.read_bytes()
+    cut = tmp_path / "cut" / "model.gguf"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: int(len(data) * keep)])
+    for load, option in ((load_tokenizer, "data.tokenizer"), (load_causal_lm, "model.init_args.policy")):
+        with pytest.raises(ConfigError) as err:
+            load(str(cut.parent), option=option)
+        message = str(err.value)
+        assert message.startswith(f"{option} = '{cut}': the GGUF file is truncated: ")
+        assert f"{int(len(data) * keep):,} bytes" in message and "Download or copy it again" in message
+
+
 def test_a_folder_with_several_gguf_files_asks_for_one(tmp_path):
     for name in ("a.Q4_0.gguf", "a.Q8_0.gguf"):
         (tmp_path / name).write_bytes(b"")
