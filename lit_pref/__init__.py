@@ -41,6 +41,7 @@ _EXPORTS = {
             "OutcomeRegret",
             "PredictionWriter",
             "RewardEvaluation",
+            "StepProgressBar",
         ],
         "lit_pref.callbacks",
     ),

@@ -10,8 +10,8 @@ continued, temp folder removed), `crash` (any other exception), `silent wrong` (
 `data lost` (an earlier result was destroyed). Everything runs offline in a temporary folder, on the built-in tiny
 model and the example data in configs/data. Faults that need a real disk, a kill or a second process are injected:
 a full disk is a checkpoint write that fails with ENOSPC halfway, a kill is a deleted newer checkpoint, a read-only
-folder is /sys for root (who writes anywhere else) or a chmod 555 folder. Issue 29's item 7 (one built-in build at
-a time) is listed as `not in this branch`. The table at the end counts each group's outcomes.
+folder is /sys for root (who writes anywhere else) or a chmod 555 folder. The table at the end counts each group's
+outcomes.
 """
 
 from __future__ import annotations
@@ -809,9 +809,53 @@ def unwritable_checkpoint_folder():
     fit29("unused2", 2, "--config", str(config))
 
 
-def not_in_this_branch():
+def _build_tiny_large(root: str) -> None:
+    """A process that needs builtin:tiny-large (not shipped: built on first use) in the model cache `root`."""
+    import os
+
+    os.environ["LIT_PREF_MODEL_CACHE"] = root
+    from lit_pref.models.artifacts import resolve_model_path
+
+    resolve_model_path("builtin:tiny-large")
+
+
+def concurrent_builds():
+    """Two processes need the same built-in with an empty cache: one builds, the other waits and reuses it."""
+    import multiprocessing as mp
+
+    root = TMP / "models-concurrent"
+    context = mp.get_context("spawn")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        procs = [context.Process(target=_build_tiny_large, args=(str(root),)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+    folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("tiny-large-")]
+    if [p.exitcode for p in procs] != [0, 0] or len(folders) != 1:
+        raise Outcome(
+            "crash",
+            f"exit codes {[p.exitcode for p in procs]}, {len(folders)} build folders {out.getvalue()}",
+        )
+    raise Outcome("handled", f"one build in {folders[0].name}; the second process waited on its lock")
+
+
+def build_threads_follow_the_caller():
+    """A caller at 1 torch thread (OMP_NUM_THREADS=1 on a busy machine) gets a 1-thread build, keyed as such."""
+    import torch
+
+    from lit_pref.models import artifacts
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        n = artifacts.build_threads_for_caller()
+    finally:
+        torch.set_num_threads(before)
+    if n != 1:
+        raise Outcome("silent wrong", f"a 1-thread caller builds at {n} threads")
     raise Outcome(
-        "not in this branch", "issue 29 item 7: the lead's cache redesign (lit_pref/models/tiny.py)"
+        "handled", "builds run at min(2, the caller's torch threads); the thread count is in the cache key"
     )
 
 
@@ -838,8 +882,8 @@ CASES_29 = {
     "refused and real resume keep metrics.csv": (resume_keeps_metrics_csv, []),
     "unwritable log folder": (unwritable_log_folder, ["save_dir", "a-file", "not a folder"]),
     "unwritable checkpoint folder": (unwritable_checkpoint_folder, ["ModelCheckpoint dirpath", "not a folder"]),
-    "two processes build one built-in at once": (not_in_this_branch, []),
-    "built-in builds and OMP_NUM_THREADS": (not_in_this_branch, []),
+    "two processes build one built-in at once": (concurrent_builds, []),
+    "built-in builds and OMP_NUM_THREADS": (build_threads_follow_the_caller, []),
 }  # fmt: skip
 
 
@@ -897,7 +941,7 @@ KINDS = ("clear error", "confusing error", "counted drop", "handled", "crash", "
 
 
 def summary_table(counts: dict[str, Counter]) -> str:
-    """A markdown table: one row per group, one column per outcome (plus cases not in this branch)."""
+    """A markdown table: one row per group, one column per outcome (and any other outcome a case reported)."""
     extra = sorted({k for c in counts.values() for k in c} - set(KINDS))
     columns = [*KINDS, *extra]
     lines = ["", "| cases | " + " | ".join(columns) + " | total |", "|---" * (len(columns) + 2) + "|"]

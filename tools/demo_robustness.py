@@ -6,8 +6,8 @@
 
 Perturbations:
 - seeds: `seed_everything` and `data.seed` (the order of the training pairs);
-- start models: the shipped `builtin:tiny-sft-reviews`, and its recipe rebuilt at 1 torch thread and with AVX2
-  kernels (`threads1`, `avx2`): a start model as another machine would have trained it;
+- start models: the shipped `builtin:tiny-sft-reviews`, and its recipe rebuilt at 1 torch thread, with AVX2 kernels
+  and with scalar kernels (`threads1`, `avx2`, `scalar`): a start model as another machine would have trained it;
 - kernel sets (`--isas`): ATEN_CPU_CAPABILITY for the run itself (avx512 / avx2 / default): torch's vectorized
   kernels of another CPU, which sum in another order (AVX2 reproduced an AMD EPYC machine's demo exactly).
 
@@ -38,7 +38,8 @@ def start_model(kind: str, work: Path) -> str:
         return f"builtin:{NAME}"
     folder = work / "starts" / kind
     if not (folder / NAME / "config.json").exists():
-        env = {**os.environ, **({"ATEN_CPU_CAPABILITY": "avx2"} if kind == "avx2" else {})}
+        kernels = {"avx2": "avx2", "scalar": "default"}
+        env = {**os.environ, **({"ATEN_CPU_CAPABILITY": kernels[kind]} if kind in kernels else {})}
         threads = "1" if kind == "threads1" else "2"
         subprocess.run([sys.executable, str(REPO / "tools/build_builtins.py"), NAME, "--out", str(folder),
                         "--threads", threads], check=True, env=env, cwd=REPO)  # fmt: skip
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--starts", nargs="+", default=["shipped", "threads1", "avx2"],
-                        choices=["shipped", "threads1", "avx2"])  # fmt: skip
+                        choices=["shipped", "threads1", "avx2", "scalar"])  # fmt: skip
     parser.add_argument("--isas", nargs="+", default=["avx512", "avx2"], help="ATEN_CPU_CAPABILITY values")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a demo.yaml override"

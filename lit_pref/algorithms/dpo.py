@@ -6,7 +6,7 @@ from typing import Any
 
 from lit_pref.algorithms.base import PolicyModule, default_reference, reward_metrics
 from lit_pref.errors import check_range
-from lit_pref.losses import DPOLossType, dpo_loss
+from lit_pref.losses import DPOLossType, dpo_loss, sft_nll
 from lit_pref.models.companions import CompanionModel
 
 
@@ -18,6 +18,10 @@ class DPO(PolicyModule):
         loss_type: sigmoid (DPO), ipo (squared, on length-mean log-ratios, as the IPO authors define it), or
             hinge (SLiC-style).
         label_smoothing: Probability that a label is flipped (conservative DPO); sigmoid loss only.
+        sft_weight: Add this times the NLL of the chosen responses (token mean) to the loss: DPO's push-down of the
+            rejected side can drain the chosen side too (likelihood displacement), and on small models the freed
+            mass goes to degenerate answers such as a lone "."; the NLL term keeps the chosen answers likely (RPO,
+            TRL's `rpo_alpha`). 0 is plain DPO.
         reference: Companion provider of the reference log-probs: lit_pref.FrozenCopy,
             lit_pref.DisabledAdapter, lit_pref.Precomputed or lit_pref.RefreshableCopy. Default: the disabled
             adapter for LoRA policies, else a frozen copy of the starting policy.
@@ -31,15 +35,18 @@ class DPO(PolicyModule):
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
         label_smoothing: float = 0.0,
+        sft_weight: float = 0.0,
         reference: CompanionModel | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         check_range("model.init_args.beta", beta, gt=0)
         check_range("model.init_args.label_smoothing", label_smoothing, ge=0, lt=0.5)
+        check_range("model.init_args.sft_weight", sft_weight, ge=0)
         self.beta = beta
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing
+        self.sft_weight = sft_weight
         self.reference = default_reference(self, reference)
 
     def compute_loss(self, batch):
@@ -61,4 +68,9 @@ class DPO(PolicyModule):
             "logps/chosen": policy_chosen.sum.detach().mean(),
             "logps/rejected": policy_rejected.sum.detach().mean(),
         }
-        return losses.mean(), metrics
+        loss = losses.mean()
+        if self.sft_weight:
+            nll = sft_nll(policy_chosen.logps, policy_chosen.mask)
+            metrics["nll/chosen"] = nll.detach()
+            loss = loss + self.sft_weight * nll
+        return loss, metrics

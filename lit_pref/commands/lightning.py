@@ -86,11 +86,6 @@ class LitPrefCLI(LightningCLI):
         if subcommand != "fit":
             super()._parse_ckpt_path()
 
-    def instantiate_trainer(self, **kwargs):
-        trainer = super().instantiate_trainer(**kwargs)
-        use_step_progress_bar(trainer)
-        return trainer
-
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is None:
@@ -121,6 +116,7 @@ class LitPrefCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         check_output_folders(trainer)
         use_atomic_checkpoints(trainer)
+        use_step_progress_bar(trainer)
         if self.subcommand != "fit":
             return trainer
         resumes = []
