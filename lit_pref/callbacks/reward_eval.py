@@ -138,7 +138,8 @@ class RewardEvaluation(PeriodicCallback):
             metrics["eval/kl_to_ref"] = self._kl(module, out.completions)
         samples = list(zip(self._prompt_texts, out.texts, rewards))[: self.num_text_samples]
         degenerate = {k: reasons.count(k) for k in DEGENERATE_REASONS if k in reasons}
-        examples = [(p, t, r) for p, t, r in zip(self._prompt_texts, out.texts, reasons) if r][: self.num_text_samples]
+        examples = [(p, t, r) for p, t, r in zip(self._prompt_texts, out.texts, reasons) if r]
+        examples = examples[: self.num_text_samples]
         warnings = self.collapse_warnings(metrics, degenerate)
         self.history.append({"step": trainer.global_step, **metrics, "degenerate": degenerate,
                              "degenerate_examples": examples, "warnings": warnings, "samples": samples})  # fmt: skip
