@@ -214,7 +214,7 @@ class PolicyModule(pl.LightningModule):
                 if getattr(self, "_hparams_initial", None) is not None:  # what loggers record
                     self._hparams_initial[key] = value
         if dm is not None:
-            dm.batch_repeats = self.training_batch_repeats()
+            dm.batch_repeats = getattr(self, "batch_repeats", 1)
             if stage == "predict":
                 dm.use_predict_format(self.predict_format)
         fmt = getattr(dm, "row_format", None)
@@ -230,10 +230,6 @@ class PolicyModule(pl.LightningModule):
                 f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
                 "needed columns to yours)"
             )
-
-    def training_batch_repeats(self) -> int:
-        """How many consecutive training steps each batch serves (online methods: one rollout, several updates)."""
-        return 1
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
         """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
