@@ -281,6 +281,7 @@ class PolicyModule(pl.LightningModule):
         model: nn.Module | None = None,
         seed: int | None = None,
         batch_size: int = 32,
+        processors=None,
     ) -> Generation:
         """`lit_pref.sampling.generate` from the policy (or `model`, e.g. a companion's `sampling_model()`) with
         this module's tokenizer, its length limits as the default `max_new_tokens`, and collective generation
@@ -288,7 +289,8 @@ class PolicyModule(pl.LightningModule):
         synced = self._trainer is not None and self.trainer.world_size > 1
         default_new = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
         return generate(model if model is not None else self.policy, self.tokenizer, prompts, config,
-                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced)  # fmt: skip
+                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced,
+                        processors=processors)  # fmt: skip
 
     def renderer(self) -> Renderer:
         """Renders (prompt, response) texts exactly as the training rows were (the data module's settings)."""

@@ -89,11 +89,14 @@ class OnlineModule(PolicyModule):
         config: SamplingConfig,
         model: torch.nn.Module | None = None,
         seed_offset: int = 0,
+        processors=None,
     ) -> Group:
-        """K samples per prompt from `model` (default: the policy) with this rollout's seed, in one batch."""
+        """K samples per prompt from `model` (default: the policy) with this rollout's seed, in one batch
+        (`processors`: extra logits processors, see lit_pref.sampling.generate)."""
         group = Group(prompts, [], k)
         seed = self.rollout_seed(config.seed, seed_offset)
-        out = self.sample(group.rows, config, model=model, seed=seed, batch_size=len(group.rows))
+        rows = group.rows
+        out = self.sample(rows, config, model=model, seed=seed, batch_size=len(rows), processors=processors)
         group.responses, group.tokens = out.completions, TokenCount.of(out)
         return group
 
