@@ -20,12 +20,15 @@ _EXPORTS = {
             "DPO",
             "IRFT",
             "MPO",
+            "NashMD",
             "OnlineModule",
             "OutcomeModel",
             "PolicyModule",
             "RFT",
             "RewardModel",
             "SFT",
+            "SPPO",
+            "SelfPlay",
             "WSPO",
         ],
         "lit_pref.algorithms",
@@ -59,7 +62,9 @@ _EXPORTS = {
         "lit_pref.oracles",
     ),
     **dict.fromkeys(["CallableReward", "Reward", "RewardModelScorer", "TaskReward"], "lit_pref.rewards"),
-    **dict.fromkeys(["PRS", "PRand", "Rand", "Sampler", "SamplingConfig"], "lit_pref.sampling"),
+    **dict.fromkeys(
+        ["GeometricMixture", "PRS", "PRand", "Rand", "Sampler", "SamplingConfig"], "lit_pref.sampling"
+    ),
 }
 __all__ = sorted(_EXPORTS)
 

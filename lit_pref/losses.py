@@ -133,6 +133,25 @@ def group_win_rates(preferences: Tensor) -> Tensor:
     return off_diagonal / (k - 1)
 
 
+def hard_win_rates(preferences: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Win rates from hard labels: P_i = mean_{j != i} 1[P(y_i > y_j) > 1/2] (ties count 1/2), or with
+    `weights` (B, K) the weighted sum over every j (an exact opponent distribution). (B, K, K) -> (B, K).
+    With K = 2 the labels of SPPO's hard variant (TRL's `sppo_hard`): 1 for the preferred response, 0 for the other."""
+    labels = (preferences > 0.5).to(preferences.dtype) + 0.5 * (preferences == 0.5).to(preferences.dtype)
+    if weights is not None:
+        return (labels @ weights[..., None]).squeeze(-1)
+    return group_win_rates(labels)
+
+
+def _pairwise_mean_square(residual: Tensor) -> Tensor:
+    """Mean over the pairs i < j of a group of (r_i - r_j)^2: (B, K) -> (B,). A per-prompt constant in the
+    residual (a normalizer) cancels."""
+    diffs = residual[:, :, None] - residual[:, None, :]
+    k = residual.shape[1]
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=residual.device), diagonal=1)
+    return (diffs[:, upper] ** 2).mean(-1)
+
+
 def mpo_pairwise_loss(
     policy: Tensor, snapshot: Tensor, magnet: Tensor, win_rates: Tensor, eta: float, alpha: float
 ) -> Tensor:
@@ -146,13 +165,32 @@ def mpo_pairwise_loss(
     alpha = 0 gives the mirror-descent (SPPO-like) step.
     """
     target = snapshot + eta * alpha * magnet + eta * win_rates
-    residual = (
-        1 + eta * alpha
-    ) * policy - target  # (B, K); equal to the closed form up to a per-prompt constant
-    diffs = residual[:, :, None] - residual[:, None, :]
-    k = policy.shape[1]
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=policy.device), diagonal=1)
-    return (diffs[:, upper] ** 2).mean(-1)
+    return _pairwise_mean_square((1 + eta * alpha) * policy - target)
+
+
+def sppo_loss(
+    policy: Tensor, snapshot: Tensor, win_rates: Tensor, eta: float, weights: Tensor | None = None
+) -> Tensor:
+    """SPPO's loss (arXiv 2405.00675, eq. 3.4), one per prompt: the mean over the K samples y_i ~ pi_t of
+        (l_theta_i - l_t_i - eta (P_i - 1/2))^2,
+    regressing log pi_theta / pi_t onto eta (P(y > pi_t) - 1/2); eta/2 stands in for the log-normalizer of the
+    multiplicative-weights step pi_t exp(eta P). `weights` (B, K) replace the sample mean by a weighted sum (an
+    exact expectation over pi_t on a game). All tensors (B, K)."""
+    squares = (policy - snapshot - eta * (win_rates - 0.5)) ** 2
+    return squares.mean(-1) if weights is None else (weights * squares).sum(-1)
+
+
+def nash_md_loss(
+    policy: Tensor, snapshot: Tensor, reference: Tensor, win_rates: Tensor, eta: float, tau: float
+) -> Tensor:
+    """Nash-MD's step (arXiv 2312.00886) as a pairwise regression, one loss per prompt. With the geometric
+    mixture log pi_t^mu = (1 - eta tau) l_t + eta tau l_mu (+ c) and win rates P_i = P(y_i > pi_t^mu), the step
+    pi' = argmax_pi eta P(pi > pi_t^mu) - KL(pi || pi_t^mu) is log pi' = log pi_t^mu + eta P + c; for every pair
+        d = (l_theta_i - l_theta_j) - (log pi_t^mu_i - log pi_t^mu_j) - eta (P_i - P_j),
+    and the loss is the mean of d^2 over pairs (normalizers cancel). All tensors (B, K): policy = l_theta,
+    snapshot = l_t, reference = l_mu (the fixed mu)."""
+    mixture = (1 - eta * tau) * snapshot + eta * tau * reference
+    return _pairwise_mean_square(policy - mixture - eta * win_rates)
 
 
 def mpo_reinforce_loss(

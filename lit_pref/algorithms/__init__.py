@@ -4,10 +4,13 @@ from lit_pref.algorithms.causal import CausalPO, OutcomeModel
 from lit_pref.algorithms.dpo import DPO
 from lit_pref.algorithms.irft import IRFT
 from lit_pref.algorithms.mpo import MPO
+from lit_pref.algorithms.nash_md import NashMD
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.reward_model import RewardModel
 from lit_pref.algorithms.rft import RFT
+from lit_pref.algorithms.self_play import SelfPlay
 from lit_pref.algorithms.sft import SFT
+from lit_pref.algorithms.sppo import SPPO
 from lit_pref.algorithms.wspo import WSPO
 
 __all__ = [
@@ -16,11 +19,14 @@ __all__ = [
     "IRFT",
     "MPO",
     "CausalPO",
+    "NashMD",
     "OnlineModule",
     "OutcomeModel",
     "PolicyModule",
     "RewardModel",
     "RFT",
+    "SelfPlay",
     "SFT",
+    "SPPO",
     "WSPO",
 ]

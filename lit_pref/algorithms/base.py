@@ -214,7 +214,7 @@ class PolicyModule(pl.LightningModule):
                 if getattr(self, "_hparams_initial", None) is not None:  # what loggers record
                     self._hparams_initial[key] = value
         if dm is not None:
-            dm.batch_repeats = self.training_batch_repeats()
+            dm.batch_repeats = getattr(self, "batch_repeats", 1)
             if stage == "predict":
                 dm.use_predict_format(self.predict_format)
         fmt = getattr(dm, "row_format", None)
@@ -230,10 +230,6 @@ class PolicyModule(pl.LightningModule):
                 f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
                 "needed columns to yours)"
             )
-
-    def training_batch_repeats(self) -> int:
-        """How many consecutive training steps each batch serves (online methods: one rollout, several updates)."""
-        return 1
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
         """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
@@ -285,6 +281,7 @@ class PolicyModule(pl.LightningModule):
         model: nn.Module | None = None,
         seed: int | None = None,
         batch_size: int = 32,
+        processors=None,
     ) -> Generation:
         """`lit_pref.sampling.generate` from the policy (or `model`, e.g. a companion's `sampling_model()`) with
         this module's tokenizer, its length limits as the default `max_new_tokens`, and collective generation
@@ -292,7 +289,8 @@ class PolicyModule(pl.LightningModule):
         synced = self._trainer is not None and self.trainer.world_size > 1
         default_new = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
         return generate(model if model is not None else self.policy, self.tokenizer, prompts, config,
-                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced)  # fmt: skip
+                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced,
+                        processors=processors)  # fmt: skip
 
     def renderer(self) -> Renderer:
         """Renders (prompt, response) texts exactly as the training rows were (the data module's settings)."""

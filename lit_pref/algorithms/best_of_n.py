@@ -15,19 +15,43 @@ settings) and `val/reward_greedy`.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
+from lit_pref.algorithms.rollout import Rollout, TokenCount
 from lit_pref.data.collate import prompt_texts
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import dpo_loss, sft_nll
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.sampling import GREEDY, Policy, Sampled, Sampler, with_preference
+
+
+@dataclass(kw_only=True)
+class BestOfNRollout(Rollout):
+    """A sampler's candidates for n prompts and the training rows kept from them.
+
+    rows: the kept (x + "\\n\\n" + z, y) rows (for dpo: every chosen row, then every rejected row).
+    sampled: each prompt's candidates with rewards and costs (`Sampled.to_row()`).
+    seqs: the rows' prompt + response batch (None when no candidate was kept);
+    reference: (rows,) summed log-probs under the snapshot (dpo only).
+    """
+
+    json_fields = ("rows", "sampled")
+
+    rows: list[tuple[str, str]]
+    sampled: list[dict[str, Any]]
+    seqs: dict[str, Tensor] | None
+    reference: Tensor | None = None
+
+    @classmethod
+    def decode_json(cls, name: str, value: Any) -> Any:
+        return [tuple(r) for r in value] if name == "rows" else value
 
 
 class BestOfNFineTune(OnlineModule):
@@ -49,7 +73,7 @@ class BestOfNFineTune(OnlineModule):
 
     accepted_formats = ("prompt",)
     object_args = ("sampler", "reward", "snapshot")
-    metric_prefix = "prs"
+    metric_prefix = "best_of_n"
     rollout_seed_stride = 7919  # its rollouts have always been seeded so; kept for reproducibility
     rollout_count_metric = "rollouts"
 
@@ -81,6 +105,8 @@ class BestOfNFineTune(OnlineModule):
             )
         self.sampler = sampler
         self.reward = reward
+        self.top_k, self.threshold, self.loss, self.rejected_rank = top_k, threshold, loss, rejected_rank
+        self.beta, self.reward_sees_preference = beta, reward_sees_preference
         self.snapshot = snapshot if snapshot is not None else RefreshableCopy()
 
     # -- rollout ----------------------------------------------------------------------------------------------
@@ -96,76 +122,68 @@ class BestOfNFineTune(OnlineModule):
         """Sampling from `model`; refinement prompts are longer than max_prompt_length and are not truncated."""
         renderer = self.renderer()
         synced = self._trainer is not None and self.trainer.world_size > 1
+        new_tokens = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
         return Policy(model, self.tokenizer, renderer.full_prompt_ids, batch_size=64,
-                      max_new_tokens=max(self.hparams.max_length - self.hparams.max_prompt_length, 1),
-                      synced_gpus=synced)  # fmt: skip
+                      max_new_tokens=new_tokens, synced_gpus=synced)  # fmt: skip
 
     def _sees(self, preferences) -> bool:
-        sees = self.hparams.reward_sees_preference
+        sees = self.reward_sees_preference
         return any(preferences) if sees is None else sees
 
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def rollout(self, batch: dict[str, Any]) -> BestOfNRollout:
         prompts, preferences = self._questions(batch)
         model = self.snapshot.sampling_model() or self.policy
         seed = self.rollout_seed(self.sampler.sampling.seed)
         sampled = self.sampler.run(self._policy(model), prompts, preferences, self.reward,
                                    reward_sees_preference=self._sees(preferences), seed=seed)  # fmt: skip
-        rows = training_rows(sampled, self.hparams.loss, self.hparams.top_k, self.hparams.threshold,
-                             self.hparams.rejected_rank)  # fmt: skip
+        rows = training_rows(sampled, self.loss, self.top_k, self.threshold, self.rejected_rank)
+        tokens = TokenCount(prompt=float(sum(s.prompt_tokens for s in sampled)),
+                            generated=float(sum(s.generated_tokens for s in sampled)))  # fmt: skip
+        rollout = BestOfNRollout(num_prompts=len(prompts), tokens=tokens, rows=rows,
+                                 sampled=[s.to_row() for s in sampled], seqs=self._sequences(rows))  # fmt: skip
+        if rollout.seqs is not None:
+            rollout.update_tokens = float(rollout.seqs["attention_mask"].sum())
+            if self.loss == "dpo":
+                rollout.reference = self.snapshot.token_logps(rollout.seqs).sum
+                rollout.tokens.forward = rollout.update_tokens
+        return rollout
+
+    def _sequences(self, rows: list[tuple[str, str]]) -> dict[str, Tensor] | None:
+        """The rows rendered as the data module renders (prompt, response) rows, as one batch."""
+        if not rows:
+            return None
         renderer = self.renderer()
         encoded = [renderer.encode(q, y) for q, y in rows]
-        seqs = None
-        if encoded:
-            seqs = sequences_batch(
-                [p for p, _ in encoded], [c for _, c in encoded], self.tokenizer.pad_token_id
-            )
-            seqs = {k: v.to(self.device) for k, v in seqs.items()}
-        out = {
-            "seqs": seqs,
-            "rows": rows,
-            "num_prompts": len(prompts),
-            "sampled": [s.to_row() for s in sampled],
-            "tokens": {
-                "prompt": float(sum(s.prompt_tokens for s in sampled)),
-                "generated": float(sum(s.generated_tokens for s in sampled)),
-                "forward": 0.0,
-            },  # fmt: skip
-            "update_tokens": float(seqs["attention_mask"].sum()) if seqs is not None else 0.0,
-        }
-        if self.hparams.loss == "dpo" and seqs is not None:
-            out["reference"] = self.snapshot.token_logps(seqs).sum
-            out["tokens"]["forward"] = out["update_tokens"]
-        return out
+        seqs = sequences_batch([p for p, _ in encoded], [c for _, c in encoded], self.tokenizer.pad_token_id)
+        return {k: v.to(self.device) for k, v in seqs.items()}
 
     # -- loss -------------------------------------------------------------------------------------------------
-    def rollout_loss(self, rollout: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        seqs = rollout["seqs"]
+    def rollout_loss(self, rollout: BestOfNRollout) -> tuple[Tensor, dict[str, Tensor]]:
+        seqs = rollout.seqs
         if seqs is None:  # every candidate under the threshold: nothing to learn from this rollout
             return sum(p.sum() * 0.0 for p in self.policy.parameters() if p.requires_grad), {
                 "kept": torch.tensor(0.0)
             }
         out = self.policy_logps(seqs)
-        if self.hparams.loss == "sft":
+        if self.loss == "sft":
             loss = sft_nll(out.logps, out.mask)
-            return loss, {"kept": torch.tensor(float(len(rollout["rows"])))}
-        n = len(rollout["rows"]) // 2
-        policy_sum, ref = out.sum, rollout["reference"]
-        losses, chosen, rejected = dpo_loss(
-            policy_sum[:n], policy_sum[n:], ref[:n], ref[n:], self.hparams.beta
-        )
+            return loss, {"kept": torch.tensor(float(len(rollout.rows)))}
+        n = len(rollout.rows) // 2
+        policy_sum, ref = out.sum, rollout.reference
+        losses, chosen, rejected = dpo_loss(policy_sum[:n], policy_sum[n:], ref[:n], ref[n:], self.beta)
         return losses.mean(), reward_metrics(chosen, rejected)
 
-    def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor]:
-        sampled = rollout["sampled"]
+    def rollout_metrics(self, rollout: BestOfNRollout) -> dict[str, Tensor]:
+        sampled = rollout.sampled
         n = len(sampled)
         return {
-            "prs/best_reward": torch.tensor(sum(s["best_reward"] for s in sampled) / n),
-            "prs/mean_reward": torch.tensor(
+            "best_of_n/best_reward": torch.tensor(sum(s["best_reward"] for s in sampled) / n),
+            "best_of_n/mean_reward": torch.tensor(
                 sum(c["reward"] for s in sampled for c in s["candidates"])
                 / sum(len(s["candidates"]) for s in sampled)
             ),
-            "prs/best_from_refinement": torch.tensor(sum(s["best_layer"] >= 1 for s in sampled) / n),
-            "prs/tokens_per_prompt": torch.tensor(
+            "best_of_n/best_from_refinement": torch.tensor(sum(s["best_layer"] >= 1 for s in sampled) / n),
+            "best_of_n/tokens_per_prompt": torch.tensor(
                 sum(s["tokens"]["prompt"] + s["tokens"]["generated"] for s in sampled) / n
             ),
         }
@@ -184,21 +202,6 @@ class BestOfNFineTune(OnlineModule):
             ).mean()
         self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(prompts), sync_dist=True)
         return logged[f"{stage}/reward"]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if (
-            self._rollout is not None
-        ):  # the rollout holds plain rows; keep checkpoints loadable with weights_only
-            saved = checkpoint["lit_pref_rollout"]["rollout"]
-            saved["sampled"] = json.dumps(saved["sampled"])
-            saved["rows"] = json.dumps(saved["rows"])
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if self._rollout is not None and isinstance(self._rollout["sampled"], str):
-            self._rollout = {**self._rollout, "sampled": json.loads(self._rollout["sampled"]),
-                             "rows": [tuple(r) for r in json.loads(self._rollout["rows"])]}  # fmt: skip
 
 
 def training_rows(sampled: list[Sampled], loss: str, top_k: int = 1, threshold: float | None = None,

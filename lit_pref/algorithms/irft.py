@@ -13,13 +13,15 @@ is generated once per stage and reused on later epochs of that stage; they are s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
-from lit_pref.data.collate import sequence_lists
+from lit_pref.algorithms.rollout import Rollout, TokenCount
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import IRFTLink, irft_loss
 from lit_pref.models.batching import sequences_batch
@@ -27,6 +29,24 @@ from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.sampling import GREEDY
 
 NEGATIVES_KEY = "lit_pref_irft_negatives"
+
+
+@dataclass(kw_only=True)
+class IRFTRollout(Rollout):
+    """Each demonstration against the stage reference's response (num_pairs >= n: with `mix_previous`, also
+    against the previous stage's).
+
+    seqs: the (2 * num_pairs, T) batch, demonstrations first, then the negatives.
+    ref_demo, ref_sample: (num_pairs,) log-probs of each side under the stage reference (sum or mean).
+    sample_length, sample_equals_demo: () mean negative length, and the fraction equal to their demonstration.
+    """
+
+    seqs: dict[str, Tensor]
+    num_pairs: int
+    ref_demo: Tensor
+    ref_sample: Tensor
+    sample_length: Tensor
+    sample_equals_demo: Tensor
 
 
 class IRFT(OnlineModule):
@@ -70,8 +90,11 @@ class IRFT(OnlineModule):
         check_range("model.init_args.beta", beta, gt=0)
         check_range("model.init_args.stages", stages, ge=1)
         check_range("model.init_args.epochs_per_stage", epochs_per_stage, ge=1)
+        self.beta, self.link, self.stages, self.epochs_per_stage = beta, link, stages, epochs_per_stage
+        self.reset_optimizer_per_stage, self.mix_previous = reset_optimizer_per_stage, mix_previous
+        self.average_log_prob = average_log_prob
         self.reference = reference if reference is not None else RefreshableCopy()
-        self.sampling = self.sampling_config or GREEDY
+        self.rollout_sampling = self.sampling_config or GREEDY
         self.register_buffer("stage", torch.full((), -1, dtype=torch.long))
         self.register_buffer("stage_start_step", torch.zeros((), dtype=torch.long))
         self._negatives: dict[int, list[int]] = {}  # row index -> the stage reference's response
@@ -80,16 +103,16 @@ class IRFT(OnlineModule):
     # -- the stage schedule ---------------------------------------------------------------------------------
     def stage_of(self, epoch: int, batch_idx: int) -> int:
         """The stage a training batch belongs to (counted from 0 over the whole run)."""
-        if self.hparams.epochs_per_stage:
-            return epoch // self.hparams.epochs_per_stage
-        t, n = self.hparams.stages, self.trainer.num_training_batches
+        if self.epochs_per_stage:
+            return epoch // self.epochs_per_stage
+        t, n = self.stages, self.trainer.num_training_batches
         return epoch * t + batch_idx * t // n
 
     def steps_per_stage(self) -> int:
         n = int(self.trainer.num_training_batches)
-        if self.hparams.epochs_per_stage:
-            return n * self.hparams.epochs_per_stage
-        return math.ceil(n / self.hparams.stages)
+        if self.epochs_per_stage:
+            return n * self.epochs_per_stage
+        return math.ceil(n / self.stages)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -102,9 +125,9 @@ class IRFT(OnlineModule):
     def on_train_start(self) -> None:
         super().on_train_start()
         n = self.trainer.num_training_batches  # known once the training data is set up
-        if not self.hparams.epochs_per_stage and math.isfinite(n) and self.hparams.stages > n:
+        if not self.epochs_per_stage and math.isfinite(n) and self.stages > n:
             raise ConfigError(
-                f"model.init_args.stages ({self.hparams.stages}) is more than the training batches per epoch "
+                f"model.init_args.stages ({self.stages}) is more than the training batches per epoch "
                 f"({n}): lower it, or use epochs_per_stage"
             )
 
@@ -119,11 +142,11 @@ class IRFT(OnlineModule):
         optimizer; a resumed run has its stage from the checkpoint and does not repeat this."""
         first = int(self.stage) < 0
         self.refresh_companion("reference")
-        self._previous = self._negatives if self.hparams.mix_previous else {}
+        self._previous = self._negatives if self.mix_previous else {}
         self._negatives = {}
         self.stage.fill_(stage)
         self.stage_start_step.fill_(self.trainer.global_step)
-        if self.hparams.reset_optimizer_per_stage and not first:
+        if self.reset_optimizer_per_stage and not first:
             self._restart_optimizer()
 
     def _restart_optimizer(self) -> None:
@@ -135,69 +158,75 @@ class IRFT(OnlineModule):
                 group["lr"] = base_lr * scheduler.lr_lambdas[0](self.trainer.global_step)
 
     def schedule_origin(self) -> int:
-        return int(self.stage_start_step) if self.hparams.reset_optimizer_per_stage else 0
+        return int(self.stage_start_step) if self.reset_optimizer_per_stage else 0
 
     def schedule_horizon(self) -> int:
-        if self.hparams.reset_optimizer_per_stage:
+        if self.reset_optimizer_per_stage:
             return self.steps_per_stage()
         return super().schedule_horizon()
 
     # -- rollout: the stage reference's response to each prompt (cached per stage) ------------------------------
-    def _stage_negatives(self, prompts: list[list[int]], keys: list[int]) -> tuple[list[list[int]], dict]:
+    def _stage_negatives(
+        self, prompts: list[list[int]], keys: list[int]
+    ) -> tuple[list[list[int]], TokenCount]:
         cache = self._negatives if self.training else {}  # validation rows share indices with training rows
         missing = [i for i, key in enumerate(keys) if key not in cache]
-        spent = {"prompt": 0.0, "generated": 0.0}
+        spent = TokenCount()
         if missing:
-            seed = self.rollout_seed(self.sampling.seed)
-            out = self.sample([prompts[i] for i in missing], self.sampling,
-                              model=self.reference.sampling_model(), seed=seed, batch_size=len(missing))  # fmt: skip
-            spent = {"prompt": out.prompt_tokens, "generated": out.generated_tokens}
+            config = self.rollout_sampling
+            out = self.sample([prompts[i] for i in missing], config, model=self.reference.sampling_model(),
+                              seed=self.rollout_seed(config.seed), batch_size=len(missing))  # fmt: skip
+            spent = TokenCount.of(out)
             fresh = dict(zip(missing, out.completions))
         negatives = [fresh[i] if i in missing else cache[key] for i, key in enumerate(keys)]
         if self.training:
             cache.update({keys[i]: negatives[i] for i in missing})
         return negatives, spent
 
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
-        prompts, demos = sequence_lists(batch)
-        keys = batch["index"].tolist()
+    def _pairs(self, prompts, demos, negatives, keys) -> tuple[list, list, list]:
+        """(prompt, demonstration, negative) of every pair: one per row, and with SPIN's `mix_previous` one
+        more per row against the previous iteration's response."""
+        pairs = list(zip(prompts, demos, negatives))
+        if self.training and self._previous:
+            pairs += [
+                (p, d, self._previous[key])
+                for p, d, key in zip(prompts, demos, keys)
+                if key in self._previous
+            ]
+        return tuple(map(list, zip(*pairs)))
+
+    def rollout(self, batch: dict[str, Any]) -> IRFTRollout:
+        prompts, demos, keys = batch["prompt_ids"], batch["response_ids"], batch["index"].tolist()
         negatives, spent = self._stage_negatives(prompts, keys)
-        pair_prompts, pair_demos, pair_negatives = list(prompts), list(demos), list(negatives)
-        if self.training and self._previous:  # SPIN: the previous iteration's responses too
-            for p, d, key in zip(prompts, demos, keys):
-                if key in self._previous:
-                    pair_prompts.append(p)
-                    pair_demos.append(d)
-                    pair_negatives.append(self._previous[key])
+        pair_prompts, pair_demos, pair_negatives = self._pairs(prompts, demos, negatives, keys)
         n = len(pair_prompts)
         seqs = sequences_batch(pair_prompts * 2, pair_demos + pair_negatives, self.tokenizer.pad_token_id)
         seqs = {k: v.to(self.device) for k, v in seqs.items()}
         ref_demo, ref_sample = self.reference.token_logps(seqs).split(n)
-        average = self.hparams.average_log_prob
         seq_tokens = float(seqs["attention_mask"].sum())
-        return {
-            "seqs": seqs,
-            "num_prompts": len(prompts),
-            "num_pairs": n,
-            "ref_demo": ref_demo.sequence(average),
-            "ref_sample": ref_sample.sequence(average),
-            "sample_length": torch.tensor([len(c) for c in negatives], dtype=torch.float32).mean(),
-            "sample_equals_demo": torch.tensor([c == d for c, d in zip(negatives, demos)]).float().mean(),
-            "tokens": {**spent, "forward": seq_tokens},
-            "update_tokens": seq_tokens,
-        }
+        return IRFTRollout(
+            num_prompts=len(prompts),
+            tokens=spent + TokenCount(forward=seq_tokens),
+            update_tokens=seq_tokens,
+            seqs=seqs,
+            num_pairs=n,
+            ref_demo=ref_demo.sequence(self.average_log_prob),
+            ref_sample=ref_sample.sequence(self.average_log_prob),
+            sample_length=torch.tensor([len(c) for c in negatives], dtype=torch.float32).mean(),
+            sample_equals_demo=torch.tensor([c == d for c, d in zip(negatives, demos)]).float().mean(),
+        )
 
     # -- loss -----------------------------------------------------------------------------------------------
-    def rollout_loss(self, rollout: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        policy_demo, policy_sample = self.policy_logps(rollout["seqs"]).split(rollout["num_pairs"])
-        average = self.hparams.average_log_prob
+    def rollout_loss(self, rollout: IRFTRollout) -> tuple[Tensor, dict[str, Tensor]]:
+        policy_demo, policy_sample = self.policy_logps(rollout.seqs).split(rollout.num_pairs)
+        average = self.average_log_prob
         losses, demo_rewards, sample_rewards = irft_loss(
             policy_demo.sequence(average),
             policy_sample.sequence(average),
-            rollout["ref_demo"],
-            rollout["ref_sample"],
-            self.hparams.beta,
-            self.hparams.link,
+            rollout.ref_demo,
+            rollout.ref_sample,
+            self.beta,
+            self.link,
         )
         return losses.mean(), {
             **reward_metrics(demo_rewards, sample_rewards),
@@ -205,11 +234,11 @@ class IRFT(OnlineModule):
             "logps/rejected": policy_sample.sum.detach().mean(),
         }
 
-    def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def rollout_metrics(self, rollout: IRFTRollout) -> dict[str, Tensor]:
         return {
             "irft/stage": self.stage.float(),
-            "irft/sample_length": rollout["sample_length"],
-            "irft/sample_equals_demo": rollout["sample_equals_demo"],
+            "irft/sample_length": rollout.sample_length,
+            "irft/sample_equals_demo": rollout.sample_equals_demo,
         }
 
     # -- the stage's negatives survive checkpoints ----------------------------------------------------------

@@ -15,51 +15,22 @@ rollout continues on the same samples. `validation_step` is a rollout and its lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule
+from lit_pref.algorithms.rollout import Group, Rollout, TokenCount
 from lit_pref.errors import check_range
+from lit_pref.sampling import SamplingConfig
 
 ROLLOUT_KEY = "lit_pref_rollout"
 
 
-@dataclass
-class TokenCount:
-    """Tokens one piece of work processed: prompt tokens fed to generation, tokens generated, and tokens run
-    through forward passes (scoring and updates)."""
-
-    prompt: float = 0.0
-    generated: float = 0.0
-    forward: float = 0.0
-
-    def add(self, prompt: float = 0.0, generated: float = 0.0, forward: float = 0.0) -> None:
-        self.prompt += prompt
-        self.generated += generated
-        self.forward += forward
-
-
-def _to_cpu(value: Any) -> Any:
-    if torch.is_tensor(value):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    if torch.is_tensor(value):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
 class OnlineModule(PolicyModule):
-    """Base of online methods (MPO, and the methods built on the same loop).
+    """Base of online methods (MPO, IRFT, RFT, BestOfNFineTune).
 
     Args:
         updates_per_rollout: Optimizer steps (Trainer steps) served by one rollout; `trainer.max_steps` counts
@@ -80,57 +51,73 @@ class OnlineModule(PolicyModule):
     def __init__(self, updates_per_rollout: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
         check_range("model.init_args.updates_per_rollout", updates_per_rollout, ge=1)
+        self.updates_per_rollout = updates_per_rollout
+        self.batch_repeats = updates_per_rollout  # the data module serves each prompt batch this many steps
         self.register_buffer("rollouts", torch.zeros((), dtype=torch.long))
         self.tokens = TokenCount()
-        self._rollout: dict[str, Any] | None = None
+        self._rollout: Rollout | None = None
         self._updates_done = 0  # optimizer steps taken on the rollout in use
         self._step_tokens = 0.0
 
     # -- what a method supplies -----------------------------------------------------------------------------
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Responses for the batch's prompts and the frozen quantities the loss needs (no gradients). Must set
-        `num_prompts`, `tokens` ({prompt, generated, forward}: the generation and scoring work) and
-        `update_tokens` (tokens of one update's forward pass)."""
+    def rollout(self, batch: dict[str, Any]) -> Rollout:
+        """Responses for the batch's prompts and the frozen quantities the loss needs (no gradients)."""
         raise NotImplementedError
 
-    def score(self, rollout: dict[str, Any]) -> dict[str, Any]:
+    def score(self, rollout: Rollout) -> Rollout:
         """The rollout with its scores added."""
         return rollout
 
-    def rollout_loss(self, rollout: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    def rollout_loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) of the current policy on the rollout; metrics are logged as train/<name> and
         val/<name>, except the method's own (`<metric_prefix>/<name>`): as they are in training, val/<name>."""
         raise NotImplementedError
 
-    def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
+    def rollout_metrics(self, rollout: Rollout) -> dict[str, Tensor]:
         """Metrics of a fresh rollout (full names, e.g. mpo/kl_to_magnet), logged once per rollout."""
         return {}
 
+    # -- helpers for methods --------------------------------------------------------------------------------
     def rollout_seed(self, base: int, offset: int = 0) -> int:
         """The sampling seed of the current rollout (`base`: the sampling config's seed)."""
         return base + self.rollout_seed_stride * int(self.rollouts) + offset
 
-    # -- the loop -------------------------------------------------------------------------------------------
-    def training_batch_repeats(self) -> int:
-        return int(self.hparams.updates_per_rollout)
+    def sample_group(
+        self,
+        prompts: list[list[int]],
+        k: int,
+        config: SamplingConfig,
+        model: torch.nn.Module | None = None,
+        seed_offset: int = 0,
+        processors=None,
+    ) -> Group:
+        """K samples per prompt from `model` (default: the policy) with this rollout's seed, in one batch
+        (`processors`: extra logits processors, see lit_pref.sampling.generate)."""
+        group = Group(prompts, [], k)
+        seed = self.rollout_seed(config.seed, seed_offset)
+        rows = group.rows
+        out = self.sample(rows, config, model=model, seed=seed, batch_size=len(rows), processors=processors)
+        group.responses, group.tokens = out.completions, TokenCount.of(out)
+        return group
 
+    # -- the loop -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _new_rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _new_rollout(self, batch: dict[str, Any]) -> Rollout:
         rollout = self.score(self.rollout(batch))
-        self.tokens.add(**rollout["tokens"])
+        self.tokens += rollout.tokens
         return rollout
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        fresh = self._rollout is None or self._updates_done >= self.hparams.updates_per_rollout
+        fresh = self._rollout is None or self._updates_done >= self.updates_per_rollout
         if fresh:
             self._rollout = self._new_rollout(batch)
             self._updates_done = 0
             self.rollouts += 1
         loss, metrics = self.rollout_loss(self._rollout)
         self._updates_done += 1
-        update_tokens = float(self._rollout["update_tokens"])
-        self.tokens.add(forward=update_tokens)
-        self._step_tokens = update_tokens + (sum(self._rollout["tokens"].values()) if fresh else 0.0)
+        update_tokens = float(self._rollout.update_tokens)
+        self.tokens += TokenCount(forward=update_tokens)
+        self._step_tokens = update_tokens + (self._rollout.tokens.total if fresh else 0.0)
         self._log_update(loss.detach(), metrics, fresh)
         return loss
 
@@ -141,14 +128,14 @@ class OnlineModule(PolicyModule):
         if fresh:
             logged[f"{prefix}/loss_first_update"] = loss
             logged.update(self.rollout_metrics(rollout))
-            logged["perf/prompt_tokens"] = rollout["tokens"]["prompt"]
-            logged["perf/generated_tokens"] = rollout["tokens"]["generated"]
-        if self._updates_done == self.hparams.updates_per_rollout:
+            logged["perf/prompt_tokens"] = rollout.tokens.prompt
+            logged["perf/generated_tokens"] = rollout.tokens.generated
+        if self._updates_done == self.updates_per_rollout:
             logged[f"{prefix}/loss_last_update"] = loss
         logged[f"{prefix}/{self.rollout_count_metric}"] = self.rollouts.float()
-        n = int(rollout["num_prompts"])
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in logged.items()},
-                      on_step=True, batch_size=n)  # fmt: skip
+        n = rollout.num_prompts
+        logged = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in logged.items()}
+        self.log_dict(logged, on_step=True, batch_size=n)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=n)
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
@@ -163,9 +150,7 @@ class OnlineModule(PolicyModule):
             f"{stage}/{k}": torch.as_tensor(v, dtype=torch.float32)
             for k, v in {"loss": loss, **metrics}.items()
         }
-        self.log_dict(
-            logged, on_step=False, on_epoch=True, batch_size=int(rollout["num_prompts"]), sync_dist=True
-        )
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=rollout.num_prompts, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -181,15 +166,22 @@ class OnlineModule(PolicyModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self._rollout is not None:
-            checkpoint[ROLLOUT_KEY] = {"rollout": _to_cpu(self._rollout), "updates_done": self._updates_done}
+            checkpoint[ROLLOUT_KEY] = {"rollout": self._rollout.state(), "updates_done": self._updates_done}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get(ROLLOUT_KEY)
-        if saved is not None:
-            self._rollout = saved["rollout"]
-            self._updates_done = saved["updates_done"]
+        if saved is None:
+            return
+        if "kind" not in saved["rollout"]:  # written before rollouts were typed
+            warnings.warn(
+                "this checkpoint's rollout predates typed rollouts: the run resumes on a fresh one",
+                stacklevel=2,
+            )
+            return
+        self._rollout = Rollout.from_state(saved["rollout"])
+        self._updates_done = saved["updates_done"]
 
     def on_train_start(self) -> None:
         if self._rollout is not None:
-            self._rollout = _to_device(self._rollout, self.device)
+            self._rollout = self._rollout.to(self.device)

@@ -14,6 +14,7 @@ alternation. The policy step is on-policy, so a rollout serves exactly one updat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from lit_pref.algorithms.base import default_reference
 from lit_pref.algorithms.online import OnlineModule
-from lit_pref.data.collate import sequence_lists
+from lit_pref.algorithms.rollout import Rollout, TokenCount
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import bradley_terry_loss, kl_regularized_reinforce_loss
 from lit_pref.models.batching import sequences_batch
@@ -29,6 +30,24 @@ from lit_pref.models.companions import CompanionModel
 from lit_pref.models.loading import LoraSettings, load_sequence_scorer, prepare_trainable
 from lit_pref.models.scoring import last_token_scores
 from lit_pref.sampling import SamplingConfig
+
+
+@dataclass(kw_only=True)
+class RFTRollout(Rollout):
+    """K policy samples per prompt (n prompts) and what the reward step scores.
+
+    samples: the (n * K, T) prompt + sample batch (the policy step's); k: K.
+    scored: the reward step's batch: the n demonstrations, the n * K samples, then `num_rejected` rejected
+        responses of preference rows.
+    reference: (n, K) summed log-probs of the samples under the initial model; sample_length: () mean length.
+    """
+
+    samples: dict[str, Tensor]
+    scored: dict[str, Tensor]
+    k: int
+    num_rejected: int
+    reference: Tensor
+    sample_length: Tensor
 
 
 class RFT(OnlineModule):
@@ -77,13 +96,16 @@ class RFT(OnlineModule):
                                     ("preference_weight", preference_weight, {"ge": 0}),
                                     ("reward_warmup_steps", reward_warmup_steps, {"ge": 0})):  # fmt: skip
             check_range(f"model.init_args.{name}", value, **bounds)
-        if self.hparams.updates_per_rollout != 1:
+        if self.updates_per_rollout != 1:
             raise ConfigError(
                 "RFT's policy step is on-policy REINFORCE: set model.init_args.updates_per_rollout to 1 "
-                f"(got {self.hparams.updates_per_rollout}); reusing samples would bias its gradient"
+                f"(got {self.updates_per_rollout}); reusing samples would bias its gradient"
             )
-        self.sampling = self.sampling_config or SamplingConfig()
-        if not self.sampling.do_sample:
+        self.beta, self.num_samples, self.reward_model_spec = beta, num_samples, reward_model
+        self.reward_lr, self.preference_weight = reward_lr, preference_weight
+        self.reward_warmup_steps = reward_warmup_steps
+        self.rollout_sampling = self.sampling_config or SamplingConfig()
+        if not self.rollout_sampling.do_sample:
             raise ConfigError(
                 "RFT needs K different samples per prompt: model.init_args.sampling.do_sample must be true"
             )
@@ -93,8 +115,8 @@ class RFT(OnlineModule):
 
     # -- the second trained model ---------------------------------------------------------------------------
     def build_extra_models(self) -> None:
-        spec = self.hparams.reward_model or self.policy_spec
-        option = "model.init_args.reward_model" if self.hparams.reward_model else self.policy_option
+        spec = self.reward_model_spec or self.policy_spec
+        option = "model.init_args.reward_model" if self.reward_model_spec else self.policy_option
         model = load_sequence_scorer(spec, self.hparams.dtype, self.tokenizer.pad_token_id, option)
         if model.config.vocab_size < len(self.tokenizer):
             raise ConfigError(
@@ -111,7 +133,7 @@ class RFT(OnlineModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         reward = [p for p in self.reward_model.parameters() if p.requires_grad]
-        lr = self.hparams.reward_lr if self.hparams.reward_lr is not None else self.hparams.lr
+        lr = self.reward_lr if self.reward_lr is not None else self.hparams.lr
         return [*super().param_groups(), {"params": reward, "lr": lr}]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
@@ -131,54 +153,43 @@ class RFT(OnlineModule):
                                  self.layout)  # fmt: skip
 
     # -- rollout: K samples per prompt from the policy, and the initial model's log-probs of them ----------------
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
-        prompts, responses = sequence_lists(batch)
-        n = int(batch.get("num_pairs", len(prompts)))  # preference rows: chosen = the demonstration
-        prompts, demos, rejected = prompts[:n], responses[:n], responses[n:]
-        if rejected and not self.hparams.preference_weight:
-            rejected = []
-        k = self.hparams.num_samples
-        rows = [p for p in prompts for _ in range(k)]
-        seed = self.rollout_seed(self.sampling.seed)
-        out = self.sample(rows, self.sampling, seed=seed, batch_size=len(rows))
-        pad = self.tokenizer.pad_token_id
-        samples = {key: v.to(self.device) for key, v in sequences_batch(rows, out.completions, pad).items()}
-        scored_prompts = prompts + rows + prompts[: len(rejected)]
-        scored = sequences_batch(scored_prompts, demos + out.completions + rejected, pad)
-        scored = {key: v.to(self.device) for key, v in scored.items()}
-        sample_tokens, scored_tokens = (
-            float(samples["attention_mask"].sum()),
-            float(scored["attention_mask"].sum()),
+    def rollout(self, batch: dict[str, Any]) -> RFTRollout:
+        prompts = batch["prompt_ids"]  # preference rows: the chosen side is the demonstration
+        demos = batch["response_ids"] if "response_ids" in batch else batch["chosen_ids"]
+        rejected = batch.get("rejected_ids", []) if self.preference_weight else []
+        group = self.sample_group(prompts, self.num_samples, self.rollout_sampling)
+        pad, n, k = self.tokenizer.pad_token_id, len(prompts), group.k
+        samples = group.sequences(pad, self.device)
+        scored = sequences_batch(
+            prompts + group.rows + prompts[: len(rejected)], demos + group.responses + rejected, pad
         )
-        return {
-            "samples": samples,
-            "scored": scored,
-            "num_prompts": n,
-            "k": k,
-            "num_rejected": len(rejected),
-            "reference": self.reference.token_logps(samples).sum.view(n, k),
-            "sample_length": torch.tensor([len(c) for c in out.completions], dtype=torch.float32).mean(),
-            "tokens": {
-                "prompt": out.prompt_tokens,
-                "generated": out.generated_tokens,
-                "forward": sample_tokens,
-            },
-            "update_tokens": sample_tokens + scored_tokens,
-        }
+        scored = {key: v.to(self.device) for key, v in scored.items()}
+        sample_tokens = float(samples["attention_mask"].sum())
+        return RFTRollout(
+            num_prompts=n,
+            tokens=group.tokens + TokenCount(forward=sample_tokens),
+            update_tokens=sample_tokens + float(scored["attention_mask"].sum()),
+            samples=samples,
+            scored=scored,
+            k=k,
+            num_rejected=len(rejected),
+            reference=self.reference.token_logps(samples).sum.view(n, k),
+            sample_length=group.mean_length(),
+        )
 
     # -- loss: the reward step and the policy step of one optimizer step ---------------------------------------
-    def reward_step_loss(self, rollout: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+    def reward_step_loss(self, rollout: RFTRollout) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, r(y*) (n,), r(y~) (n, K)): BT of each demonstration against each own sample, plus the
         weighted BT of the data's preference pairs."""
-        n, k = rollout["num_prompts"], rollout["k"]
-        scores = self.rewards(rollout["scored"])
+        n, k = rollout.num_prompts, rollout.k
+        scores = self.rewards(rollout.scored)
         demo, sample, rejected = scores[:n], scores[n : n + n * k].view(n, k), scores[n + n * k :]
         loss = bradley_terry_loss(demo[:, None], sample).mean()
-        if rollout["num_rejected"]:
-            loss = loss + self.hparams.preference_weight * bradley_terry_loss(demo, rejected).mean()
+        if rollout.num_rejected:
+            loss = loss + self.preference_weight * bradley_terry_loss(demo, rejected).mean()
         return loss, demo, sample
 
-    def rollout_loss(self, rollout: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    def rollout_loss(self, rollout: RFTRollout) -> tuple[Tensor, dict[str, Tensor]]:
         reward_loss, demo, sample = self.reward_step_loss(rollout)
         metrics = {
             "rft/reward_loss": reward_loss.detach(),
@@ -186,17 +197,14 @@ class RFT(OnlineModule):
             "rft/reward_sample": sample.detach().mean(),
             "rft/reward_accuracy": (demo[:, None] > sample).float().mean(),
         }
-        warming_up = self.training and self.trainer.global_step < self.hparams.reward_warmup_steps
+        warming_up = self.training and self.trainer.global_step < self.reward_warmup_steps
         if warming_up:  # the reward alone; the policy's log-probs are not needed
             return reward_loss, metrics
-        n, k = rollout["num_prompts"], rollout["k"]
-        policy = self.policy_logps(rollout["samples"]).sum.view(n, k)
-        pg_losses, kl, _ = kl_regularized_reinforce_loss(
-            policy, rollout["reference"], sample, self.hparams.beta
-        )
+        policy = self.policy_logps(rollout.samples).sum.view(rollout.num_prompts, rollout.k)
+        pg_losses, kl, _ = kl_regularized_reinforce_loss(policy, rollout.reference, sample, self.beta)
         pg_loss = pg_losses.mean()
         metrics.update({"rft/pg_loss": pg_loss.detach(), "rft/kl": kl.mean()})
         return reward_loss + pg_loss, metrics
 
-    def rollout_metrics(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
-        return {"rft/sample_length": rollout["sample_length"]}
+    def rollout_metrics(self, rollout: RFTRollout) -> dict[str, Tensor]:
+        return {"rft/sample_length": rollout.sample_length}

@@ -9,23 +9,14 @@ import torch
 
 from lit_pref.data.schema import OUTCOME_NUMBERS
 from lit_pref.models.batching import left_padded_prompts, sequences_batch
-from lit_pref.models.logprobs import IGNORE_INDEX
 
 
 def prompt_lists(batch: dict[str, Any]) -> list[list[int]]:
     """The prompt token ids of each row of a batch, without the left padding."""
+    if "prompt_ids" in batch:
+        return batch["prompt_ids"]
     masks = batch["prompt_attention_mask"].bool()
     return [row[m].tolist() for row, m in zip(batch["prompt_input_ids"], masks)]
-
-
-def sequence_lists(batch: dict[str, Any]) -> tuple[list[list[int]], list[list[int]]]:
-    """(prompt ids, response ids) of each row of a prompt + response batch: labelled tokens are the response."""
-    prompts, responses = [], []
-    for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"].bool(), batch["labels"]):
-        response = labels != IGNORE_INDEX
-        prompts.append(ids[mask & ~response].tolist())
-        responses.append(ids[response].tolist())
-    return prompts, responses
 
 
 def prompt_texts(batch: dict[str, Any], tokenizer) -> list[Any]:
@@ -54,7 +45,9 @@ class Collator:
                          Outcome rows with a base-model `sample` are concatenated like pairs: rows 0..B-1
                          prompt+text, rows B..2B-1 prompt+sample; `num_rows` = B.
     prompt:              left-padded `prompt_input_ids` / `prompt_attention_mask` ready for generation.
-    Every batch also carries `index`, the rows' positions in their dataset, and `split` (for cached log-probs).
+    Every batch also carries `index`, the rows' positions in their dataset, `split` (for cached log-probs), and
+    the unpadded token-id lists of its rows, which online methods build their own sequences from: `prompt_ids`
+    (one per row) and `chosen_ids` + `rejected_ids` (pairwise) or `response_ids` (demonstration, outcome).
     """
 
     def __init__(
@@ -70,19 +63,20 @@ class Collator:
         batch: dict[str, Any] = {
             "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
             "split": self.split,
+            "prompt_ids": prompts,
         }
         if self.row_format == "pairwise":
             completions = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
             batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
             batch["num_pairs"] = len(rows)
+            batch["chosen_ids"], batch["rejected_ids"] = completions[: len(rows)], completions[len(rows) :]
         elif self.row_format == "outcome" and rows[0].get("sample_ids") is not None:
             completions = [r["response_ids"] for r in rows] + [r["sample_ids"] for r in rows]
             batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
             batch["num_rows"] = len(rows)
         elif self.row_format in ("demonstration", "outcome"):
-            batch.update(
-                sequences_batch(prompts, [r["response_ids"] for r in rows], self.pad_id, self.multiple_of)
-            )
+            batch["response_ids"] = [r["response_ids"] for r in rows]
+            batch.update(sequences_batch(prompts, batch["response_ids"], self.pad_id, self.multiple_of))
         if self.row_format == "outcome":
             for field in OUTCOME_NUMBERS:
                 if rows[0].get(field) is not None:

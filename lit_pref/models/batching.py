@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lit_pref.models.logprobs import IGNORE_INDEX, sequence_logps
+from lit_pref.models.labels import IGNORE_INDEX
+from lit_pref.models.logprobs import sequence_logps
 
 
 def pad_rows(rows: list[list[int]], value: int, left: bool = False, multiple_of: int | None = None) -> Tensor:

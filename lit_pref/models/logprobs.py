@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_pref.models.packing import PLAIN, Layout, SequenceLayout, plan_layout, supports_layout
+from lit_pref.models.labels import IGNORE_INDEX
+from lit_pref.models.packing import PLAIN, Layout, SequenceLayout, batch_plan, supports_layout
 
-IGNORE_INDEX = -100
 #: default bound on the logits (rows x vocab) one LM-head chunk materializes: 64 MiB in float32
 MAX_LOGITS_ELEMENTS = 1 << 24
 
@@ -166,7 +166,7 @@ def layout_inputs(
             "attention_mask": batch["attention_mask"],
             "use_cache": False,
         }, None
-    plan = plan_layout(batch, layout)
+    plan = batch_plan(batch, layout)
     return {**plan.model_inputs(model), "use_cache": False}, plan
 
 

@@ -24,12 +24,16 @@ attention implementation (FlashAttention, flex) keep the plain layout (`supports
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-IGNORE_INDEX = -100
+from lit_pref.models.labels import IGNORE_INDEX
+
+#: the last plan of each live batch, by id(input_ids) (`batch_plan`); an entry goes with its tensor
+_PLANS: dict[int, tuple] = {}
 #: attention implementations that take a custom 4D mask as given
 MASKED_ATTENTION = ("sdpa", "eager")
 
@@ -184,6 +188,29 @@ def plan_layout(batch: dict[str, Tensor], layout: SequenceLayout, pad_id: int = 
         attention_mask=block_mask(group_of, segment_of).to(ids_t.device),
         index=index.to(ids_t.device),
     )
+
+
+def _version(tensor: Tensor | None) -> int:
+    """The tensor's in-place modification count (inference-mode tensors keep none: -1)."""
+    if tensor is None or tensor.is_inference():
+        return -1
+    return tensor._version
+
+
+def batch_plan(batch: dict[str, Tensor], layout: SequenceLayout) -> Layout:
+    """`plan_layout` of the batch, planned once for every forward over the same tensors (a DPO step's policy and
+    reference, a rollout's scorers and updates). The plan is kept beside the batch, not in it, while its
+    `input_ids` tensor lives, and is planned anew when the layout or any of the tensors changes (also in place)."""
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch.get("labels")
+    key = (layout, _version(ids), id(mask), _version(mask), id(labels), _version(labels))
+    kept = _PLANS.get(id(ids))
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    if kept is None:
+        weakref.finalize(ids, _PLANS.pop, id(ids), None)
+    plan = plan_layout(batch, layout)
+    _PLANS[id(ids)] = (key, plan)
+    return plan
 
 
 def block_mask(group_of: Tensor, segment_of: Tensor) -> Tensor:

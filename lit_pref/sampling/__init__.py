@@ -1,7 +1,13 @@
 """Generation and samplers as plain functions: no LightningModule in here (docs/architecture.md: layers)."""
 
 from lit_pref.sampling.config import GREEDY, SamplingConfig
-from lit_pref.sampling.generate import Generation, PresencePenalty, decode_completions, generate
+from lit_pref.sampling.generate import (
+    Generation,
+    GeometricMixture,
+    PresencePenalty,
+    decode_completions,
+    generate,
+)
 from lit_pref.sampling.samplers import (
     PRS,
     Candidate,
@@ -19,6 +25,7 @@ __all__ = [
     "PRS",
     "Candidate",
     "Generation",
+    "GeometricMixture",
     "Policy",
     "PRand",
     "PresencePenalty",

@@ -10,6 +10,7 @@ Seeding: Hugging Face's `generate` draws from torch's global generator, so each 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,16 +68,39 @@ def _cut(row: list[int], eos: int | None, pad: int | None, stopped_by_string: bo
     return row
 
 
+class GeometricMixture:
+    """Logits processor: sample from the token-level geometric mixture pi^(1 - weight) other^weight (Nash-MD's
+    opponent), log_softmax of the sampled model's scores mixed with `other`'s next-token log-probs.
+
+    `other` runs beside the sampled model on the same tokens, with its own KV cache (one processor per batch;
+    `mask` is the batch's left-padded prompt mask). The scores it mixes are those of the earlier processors of
+    the call (temperature, top-k, top-p included, as Hugging Face applies them)."""
+
+    def __init__(self, other: nn.Module, mask: Tensor, weight: float):
+        self.other, self.mask, self.weight = other, mask, weight
+        self.past = None
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        mask = torch.nn.functional.pad(self.mask, (0, input_ids.shape[1] - self.mask.shape[1]), value=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        new = input_ids.shape[1] if self.past is None else 1  # the prompt first, then one token per step
+        out = self.other(input_ids=input_ids[:, -new:], attention_mask=mask, position_ids=positions[:, -new:],
+                         cache=self.past, use_cache=True)  # fmt: skip
+        self.past = out.cache
+        other = out.logits[:, -1].float().log_softmax(-1)
+        return (1 - self.weight) * scores.float().log_softmax(-1) + self.weight * other
+
+
 def _generate_batch(model, tokenizer, ids: Tensor, mask: Tensor, config: SamplingConfig, max_new: int,
-                    synced_gpus: bool) -> list[list[int]]:  # fmt: skip
+                    synced_gpus: bool, processors: Callable[[Tensor], list] | None) -> list[list[int]]:  # fmt: skip
     sampling = {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
     extra = {}
-    if config.presence_penalty:
+    custom = [PresencePenalty(config.presence_penalty, ids.shape[1])] if config.presence_penalty else []
+    custom += processors(mask) if processors is not None else []
+    if custom:
         from transformers import LogitsProcessorList
 
-        extra["logits_processor"] = LogitsProcessorList(
-            [PresencePenalty(config.presence_penalty, ids.shape[1])]
-        )
+        extra["logits_processor"] = LogitsProcessorList(custom)
     if config.stop_strings:
         extra.update(stop_strings=list(config.stop_strings), tokenizer=tokenizer)
     if config.repetition_penalty != 1.0:
@@ -108,11 +132,13 @@ def generate(
     seed: int | None = None,
     max_new_tokens: int | None = None,
     synced_gpus: bool = False,
+    processors: Callable[[Tensor], list] | None = None,
 ) -> Generation:
     """Complete each prompt (token ids) once with `model`, `batch_size` prompts per KV-cached `generate` call.
 
     `seed` overrides `config.seed`; `max_new_tokens` is the fallback when `config.max_new_tokens` is unset.
-    Under FSDP2 pass `synced_gpus=True` on every rank (generation is then collective)."""
+    Under FSDP2 pass `synced_gpus=True` on every rank (generation is then collective). `processors(mask)` gives
+    extra logits processors for each batch (e.g. a GeometricMixture), from its left-padded prompt mask."""
     max_new = config.max_new_tokens or max_new_tokens
     if max_new is None:
         raise ValueError("generate needs config.max_new_tokens or max_new_tokens")
@@ -127,7 +153,14 @@ def generate(
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(base_seed + start)
                 completions += _generate_batch(
-                    model, tokenizer, ids.to(device), mask.to(device), config, max_new, synced_gpus
+                    model,
+                    tokenizer,
+                    ids.to(device),
+                    mask.to(device),
+                    config,
+                    max_new,
+                    synced_gpus,
+                    processors,
                 )
     finally:
         model.train(was_training)

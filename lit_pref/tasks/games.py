@@ -89,6 +89,43 @@ def mmd_step(P: np.ndarray, pi: np.ndarray, magnet: np.ndarray, eta: float, alph
     return out / out.sum()
 
 
+def _normalized(logits: np.ndarray) -> np.ndarray:
+    out = np.exp(logits - logits.max())
+    return out / out.sum()
+
+
+def sppo_step(P: np.ndarray, pi: np.ndarray, eta: float) -> np.ndarray:
+    """The exact minimizer of SPPO's loss on a game: pi' = argmin sum_y pi(y) (log pi'(y)/pi(y) - eta (P(y > pi) -
+    1/2))^2 over distributions pi'. With u = log pi'/pi and v = eta (P(y > pi) - 1/2) the optimality conditions are
+    u_y + c e^(u_y) = v_y with c >= 0 setting sum pi e^u = 1, so u_y = v_y - W(c e^(v_y)) (Lambert W) and
+    pi' = pi W(c e^v) / c; c is found by root finding. (Not the multiplicative-weights step pi exp(eta P) / Z:
+    eta / 2 only approximates log Z.)"""
+    from scipy.optimize import brentq
+    from scipy.special import lambertw
+
+    v = eta * (win_rates(P, pi) - 0.5)
+    if abs(float(pi @ np.exp(v)) - 1) < 1e-15:
+        return pi * np.exp(v)
+    mass = lambda c: float(pi @ lambertw(c * np.exp(v)).real) / c - 1  # noqa: E731
+    hi = 1.0
+    while mass(hi) > 0:
+        hi *= 2
+    c = brentq(mass, 1e-12, hi, xtol=1e-15, rtol=1e-15)
+    out = pi * lambertw(c * np.exp(v)).real / c
+    return out / out.sum()
+
+
+def geometric_mixture(pi: np.ndarray, mu: np.ndarray, weight: float) -> np.ndarray:
+    """pi^(1 - weight) mu^weight, normalized (Nash-MD's opponent with weight = eta tau)."""
+    return _normalized((1 - weight) * np.log(pi) + weight * np.log(mu))
+
+
+def nash_md_step(P: np.ndarray, pi: np.ndarray, mu: np.ndarray, eta: float, tau: float) -> np.ndarray:
+    """Exact Nash-MD step: pi' ∝ pi_mu exp(eta P(y > pi_mu)), with pi_mu = geometric_mixture(pi, mu, eta tau)."""
+    mixture = geometric_mixture(pi, mu, eta * tau)
+    return _normalized(np.log(mixture) + eta * win_rates(P, mixture))
+
+
 def regularized_equilibrium(
     P: np.ndarray, magnet: np.ndarray, alpha: float, iters: int = 20000
 ) -> np.ndarray:

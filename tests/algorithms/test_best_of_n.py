@@ -51,26 +51,29 @@ def test_a_fit_trains_on_x_plus_z_rows_and_logs_the_rollout(loss, tiny_path, tmp
     trainer.fit(m, data())
     rollout = m._rollout
     tok = m.tokenizer
-    assert len(rollout["rows"]) == (4 if loss == "sft" else 8)
-    for (question, _), ids, labels in zip(
-        rollout["rows"], rollout["seqs"]["input_ids"], rollout["seqs"]["labels"]
-    ):
+    assert len(rollout.rows) == (4 if loss == "sft" else 8)
+    for (question, _), ids, labels in zip(rollout.rows, rollout.seqs["input_ids"], rollout.seqs["labels"]):
         prompt = tok.decode(ids[labels == -100].tolist(), skip_special_tokens=False).replace("<|pad|>", "")
         assert (
             prompt == f"<|bos|><|user|>{question}<|end|><|assistant|>"
         )  # x + z only: no answer, no feedback
         assert "[Answer]" not in prompt and "\n\nI prefer answers that" in prompt
-    assert all(len(s["candidates"]) == 2 and len(s["feedback"]) == 1 for s in rollout["sampled"])
+    assert all(len(s["candidates"]) == 2 and len(s["feedback"]) == 1 for s in rollout.sampled)
     metrics = trainer.callback_metrics
-    for name in ("prs/best_reward", "prs/best_from_refinement", "val/reward", "val/reward_greedy"):
+    for name in (
+        "best_of_n/best_reward",
+        "best_of_n/best_from_refinement",
+        "val/reward",
+        "val/reward_greedy",
+    ):
         assert name in metrics
-    assert float(metrics["prs/best_reward"]) >= float(metrics["prs/mean_reward"])
+    assert float(metrics["best_of_n/best_reward"]) >= float(metrics["best_of_n/mean_reward"])
     assert int(m.snapshot.refreshes) == 2
     trainer.save_checkpoint(tmp_path / "c.ckpt")  # the rollout in use survives a weights_only load
     checkpoint = torch.load(tmp_path / "c.ckpt", weights_only=True)
     restored = module(loss=loss)
     restored.on_load_checkpoint(checkpoint)
-    assert restored._rollout["rows"] == rollout["rows"] and restored._rollout["sampled"] == rollout["sampled"]
+    assert restored._rollout.rows == rollout.rows and restored._rollout.sampled == rollout.sampled
 
 
 def test_options_are_checked():

@@ -10,7 +10,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import lit_pref
-from lit_pref.data.collate import sequence_lists
 from lit_pref.errors import ConfigError
 from lit_pref.losses import irft_loss
 from lit_pref.models.batching import sequences_batch
@@ -128,7 +127,7 @@ def test_cached_negatives_are_the_stage_references_greedy_generations_and_are_re
 
     class Batches(Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            batches.append((batch["index"].tolist(), sequence_lists(batch)[0]))
+            batches.append((batch["index"].tolist(), batch["prompt_ids"]))
 
     trainer(8, [Batches()], limit_val_batches=0).fit(module, listops_data(num_rows=32))  # 2 epochs of 4
     assert int(module.reference.refreshes) == 1
@@ -161,7 +160,7 @@ def test_mix_previous_adds_the_previous_stages_negatives():
 
     class Pairs(Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            pairs.append(module._rollout["num_pairs"] / module._rollout["num_prompts"])
+            pairs.append(module._rollout.num_pairs / module._rollout.num_prompts)
 
     trainer(8, [Pairs()], limit_val_batches=0).fit(module, listops_data(num_rows=32))
     assert pairs == [1.0] * 4 + [2.0] * 4  # stage 1 also contrasts with stage 0's responses

@@ -4,6 +4,7 @@ in checkpoints and exports, and a short run whose reward learns to tell demonstr
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -50,7 +51,7 @@ def test_reward_step_loss_and_gradient_by_hand_on_two_pairs(monkeypatch):
     module = rft(preference_weight=0.5)
     scores = torch.tensor([1.0, 0.5, 2.0, -1.0], requires_grad=True)  # r(y*), r(y~1), r(y~2), r(y_rejected)
     monkeypatch.setattr(module, "rewards", lambda seqs: scores)
-    rollout = {"num_prompts": 1, "k": 2, "num_rejected": 1, "scored": None}
+    rollout = SimpleNamespace(num_prompts=1, k=2, num_rejected=1, scored=None)
     loss, demo, sample = module.reward_step_loss(rollout)
 
     # -log sigma(d) = softplus(-d): pairs d = 1 - 0.5 and 1 - 2, averaged; the preference pair d = 1 - (-1)
@@ -74,7 +75,7 @@ def test_reward_gradient_reaches_the_scalar_head_as_bradley_terry_says():
     prompt, demo, samples = ids("sort: two one"), ids(" one two"), [ids(" two"), ids(" one one three")]
     scored = sequences_batch([prompt] * 3, [demo, *samples], vocab.pad_token_id)
     loss, r_demo, r_sample = module.reward_step_loss(
-        {"num_prompts": 1, "k": 2, "num_rejected": 0, "scored": scored}
+        SimpleNamespace(num_prompts=1, k=2, num_rejected=0, scored=scored)
     )
     head = module.reward_model.score.weight
     (got,) = torch.autograd.grad(loss, [head])
@@ -217,7 +218,7 @@ def test_preference_rows_train_the_reward_on_their_pairs_too():
         batch = next(iter(data.train_dataloader()))
         torch.manual_seed(1)
         rollout = module.rollout(batch)
-        assert rollout["num_prompts"] == 4 and rollout["num_rejected"] == (4 if weight else 0)
+        assert rollout.num_prompts == 4 and rollout.num_rejected == (4 if weight else 0)
         losses[weight] = module.reward_step_loss(rollout)[0].item()
     assert losses[1.0] > losses[0.0]
 

@@ -43,7 +43,9 @@ def module_policy_after_configure(module):
 
 @pytest.mark.parametrize("kwargs", [{}, {"every_n_steps": 2, "every_n_epochs": 1}])
 def test_refresh_needs_exactly_one_schedule(kwargs):
-    with pytest.raises(ConfigError, match="exactly one of every_n_steps and every_n_epochs"):
+    with pytest.raises(
+        ConfigError, match="exactly one of every_n_steps, every_n_rollouts and every_n_epochs"
+    ):
         lit_pref.CompanionRefresh("reference", **kwargs)
 
 

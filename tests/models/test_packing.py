@@ -14,7 +14,7 @@ import lit_pref
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.loading import load_causal_lm
 from lit_pref.models.logprobs import sequence_logps
-from lit_pref.models.packing import SequenceLayout, block_mask, plan_layout, supports_layout
+from lit_pref.models.packing import SequenceLayout, batch_plan, block_mask, plan_layout, supports_layout
 from tests.helpers import Recorder, data_module, fit_dpo_config_with, trainer
 
 LAYOUTS = [SequenceLayout(True), SequenceLayout(True, 48), SequenceLayout(False, 40), SequenceLayout(True, 1)]
@@ -92,6 +92,27 @@ def test_plan_of_one_pair_by_hand():
         [1, 1, 0, 1, 1],
     ], dtype=torch.bool)  # fmt: skip
     assert torch.equal(plan.attention_mask[0, 0], expected)
+
+
+def test_a_batch_is_planned_once_for_every_forward_over_it(tiny, monkeypatch):
+    """A DPO step's policy and reference (a rollout's scorers and updates) share one plan of their batch."""
+    import lit_pref.models.packing as packing
+
+    calls = []
+    monkeypatch.setattr(
+        packing, "plan_layout", lambda b, layout: calls.append(layout) or plan_layout(b, layout)
+    )
+    batch, layout = pair_batch(), SequenceLayout(True)
+    first = sequence_logps(tiny, batch, layout=layout)
+    second = sequence_logps(tiny, batch, layout=layout)
+    assert len(calls) == 1 and torch.equal(first.logps, second.logps)
+    assert batch_plan(batch, SequenceLayout(True, 64)) is not batch_plan(batch, layout)  # another layout
+    assert len(calls) == 3  # the batch keeps the last plan only: switching layouts plans again
+    batch["input_ids"] = batch["input_ids"].clone()  # other tensors: planned anew
+    batch_plan(batch, layout)
+    batch["labels"][0, -1] = -100  # changed in place: planned anew
+    batch_plan(batch, layout)
+    assert len(calls) == 5
 
 
 def test_no_response_token_sees_another_response(tiny):
