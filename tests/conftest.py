@@ -21,6 +21,16 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "configs" / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """Tiers (docs/development.md): `-m "not slow"` is the developer's loop. Distributed and real-model tests are
+    slow too, and a test that takes the SmolLM2 fixture is a real-model test even if its marker was forgotten."""
+    for item in items:
+        if "smollm2_path" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_model)
+        if item.get_closest_marker("distributed") or item.get_closest_marker("real_model"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Log-prob caches and datasets caches go to a per-session folder (built models do not: see above)."""

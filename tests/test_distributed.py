@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.distributed
+
 PROBE = ["--trainer.callbacks+=tests.distributed_probe.LossProbe"]
 QUICK = [
     "--trainer.enable_progress_bar",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.docs_commands import (
     DocCommand,
     docs_commands,
@@ -60,6 +62,7 @@ def test_the_docs_show_the_quickstart_and_the_device_composition():
     assert commands[composition].skip == ""
 
 
+@pytest.mark.distributed
 def test_ci_subset_runs_the_fsdp2_composition_on_two_processes(tiny_path, tmp_path):
     """The README's FSDP2 composition: 16 batches per process per epoch, val_check_interval 20 (clamped)."""
     command = DocCommand(

@@ -23,6 +23,7 @@ def finite(x) -> bool:
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory, tiny_path):
+    """One dry run for the module; the tests using it are `distributed` (its FSDP2 item runs two processes)."""
     out = tmp_path_factory.mktemp("gpu_check") / "report.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "tools/gpu_check.py", "--dry-run", "--out", str(out)]
@@ -35,6 +36,7 @@ def runs(results: dict, item: str) -> list[dict]:
     return results["items"][item]["runs"]
 
 
+@pytest.mark.distributed
 def test_dry_run_runs_every_item_and_says_where_it_ran(dry_run):
     results, markdown, stdout = dry_run
     assert set(results["items"]) == {"model", "dpo", "drift", "generation", "online", "fsdp2", "trl"}
@@ -49,6 +51,7 @@ def test_dry_run_runs_every_item_and_says_where_it_ran(dry_run):
     assert "## Errors" not in markdown
 
 
+@pytest.mark.distributed
 def test_dpo_runs_cover_precisions_layouts_and_tuning(dry_run):
     results, markdown, _ = dry_run
     s = results["meta"]["settings"]
@@ -65,6 +68,7 @@ def test_dpo_runs_cover_precisions_layouts_and_tuning(dry_run):
     assert sum(line.startswith(("| full |", "| LoRA |")) for line in table.splitlines()) == 18
 
 
+@pytest.mark.distributed
 def test_drift_compares_bf16_with_fp32_and_layouts_agree(dry_run):
     results, _, _ = dry_run
     drift = runs(results, "drift")
@@ -77,6 +81,7 @@ def test_drift_compares_bf16_with_fp32_and_layouts_agree(dry_run):
         assert r["max_abs_diff"] < 1e-4, r
 
 
+@pytest.mark.distributed
 def test_generation_counts_every_batch_size(dry_run):
     results, _, _ = dry_run
     s = results["meta"]["settings"]
@@ -89,6 +94,7 @@ def test_generation_counts_every_batch_size(dry_run):
             assert finite(g["tokens_per_s"]) and g["tokens_per_s"] > 0
 
 
+@pytest.mark.distributed
 def test_online_steps_split_into_generation_and_update(dry_run):
     results, _, _ = dry_run
     online = {r["method"]: r for r in runs(results, "online")}
@@ -101,6 +107,7 @@ def test_online_steps_split_into_generation_and_update(dry_run):
             assert all(finite(x) and x >= 0 for x in parts) and step["generation_s"] > 0
 
 
+@pytest.mark.distributed
 def test_fsdp2_losses_equal_the_unsharded_run(dry_run):
     results, _, _ = dry_run
     fsdp = {r["label"]: r for r in runs(results, "fsdp2")}
@@ -110,6 +117,7 @@ def test_fsdp2_losses_equal_the_unsharded_run(dry_run):
         assert r["backend"] == "gloo" and r["equal"] and r["losses"] == pytest.approx(single, abs=1e-4)
 
 
+@pytest.mark.distributed
 def test_trl_runs_only_where_it_is_importable(dry_run):
     import importlib.util
 

@@ -355,6 +355,7 @@ def test_cache_hit_never_builds_the_source_model(tmp_path, monkeypatch, tiny_pat
 
 
 # -- resume and export -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_flag_continues_bit_exact(tmp_path):
     straight = fit_cli(tmp_path, "a", 8).model.policy.state_dict()
     first = fit_cli(tmp_path, "b", 8, "--resume", "true")  # no checkpoint yet: starts at step 0

@@ -19,6 +19,7 @@ def first_batch(dm, split="train"):
     return next(iter(loader))
 
 
+@pytest.mark.slow
 def test_dpo_loss_is_log2_at_init_and_accuracy_rises():
     pl.seed_everything(0)
     dm = data_module()
@@ -55,6 +56,7 @@ def test_sft_lowers_validation_nll():
     assert after < 0.5 * before
 
 
+@pytest.mark.slow
 def test_reward_model_learns_preferences_and_scores_text():
     pl.seed_everything(0)
     dm = data_module()

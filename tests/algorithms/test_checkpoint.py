@@ -38,6 +38,7 @@ def test_resume_mid_epoch_continues_the_same_trajectory(tmp_path, reference):
     assert resumed == full[4:]  # same batches, same losses, bit for bit on CPU
 
 
+@pytest.mark.slow
 def test_resume_with_shared_prefixes_continues_the_same_trajectory_bit_for_bit(tmp_path):
     """Prefix sharing (the DPO default) resumes bit for bit too. It did not while the layout's gather was advanced
     indexing, whose backward adds a shared prompt token's gradients atomically across threads (at 2 threads two

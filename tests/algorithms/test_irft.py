@@ -205,6 +205,7 @@ def greedy_exact(module, prompts: list[str]) -> list[float]:
     return ListOpsTask(reward="exact").reward(prompts, answers.texts)
 
 
+@pytest.mark.slow
 def test_a_short_irft_run_raises_exact_match_on_its_prompts_above_the_starting_model():
     """IRFT contrasts each demonstration with the stage reference's greedy answer, so a prompt it already answers
     exactly gives no gradient and a wrong one is pushed towards its demonstration. Measured on the prompts it

@@ -138,6 +138,7 @@ def test_one_exact_iteration_is_the_closed_form_mmd_step(alpha):
     assert 0.5 * np.abs(pi1 - pi0).sum() > 0.01  # it moved, so the check above means something
 
 
+@pytest.mark.slow
 def test_game_runs_separate_mpo_fixed_magnet_and_mirror_descent():
     # eta = 1, alpha = 0.5 converge in few iterations; the exact tabular dynamics from the same start give
     # MPO 0.081, fixed magnet 0.223 (= the regularized gap) and alpha = 0 0.54 after 100 iterations.
@@ -207,6 +208,7 @@ def test_mpo_resume_continues_identically(tmp_path):
 # -- language task -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mpo_on_the_reviews_task_raises_reward_and_beats_the_start():
     pl.seed_everything(0, verbose=False)
     reward = lit_pref.TaskReward("reviews")

@@ -59,6 +59,7 @@ def distribution(path: str) -> np.ndarray:
     return policy_distribution(module, get_game("cyclic3").prompt, get_game("cyclic3").responses())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
 def test_sequence_level_wspo_reaches_the_ideal_target_when_z_is_near_1(tmp_path, gamma):
     """The sequence level's optimum is pi* only when Z(x) = sum_y pi_ref^s (pi_r^w / pi_ref^w)^(1/gamma) is 1;

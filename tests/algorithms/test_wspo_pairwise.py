@@ -89,6 +89,7 @@ def bandit(tmp_path, level: str, gamma: float, pairwise_rows: bool = False, step
     return module, data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [1.0, 0.5])
 def test_pairwise_level_reaches_the_ideal_target_where_the_sequence_level_does_not(tmp_path, gamma):
     target, z = ideal(gamma)

@@ -49,6 +49,7 @@ def dpo_run(tmp_path, lr: float, steps: int):
     return evaluation, logger
 
 
+@pytest.mark.slow
 def test_a_run_driven_into_collapse_is_reported(tmp_path, capsys):
     """DPO at 40x the demo's learning rate: the policy collapses, and the evaluation says so."""
     evaluation, logger = dpo_run(tmp_path, lr=1e-2, steps=20)

@@ -17,6 +17,7 @@ def cli(*args: str):
     return main(list(args))
 
 
+@pytest.mark.slow
 def test_fit_from_composed_configs_logs_the_metric_vocabulary(tmp_path):
     run = cli(
         "fit",
@@ -64,6 +65,7 @@ def test_fit_from_composed_configs_logs_the_metric_vocabulary(tmp_path):
     assert (log_dir / "export" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_help_comes_from_docstrings():
     out = subprocess.run(
         [sys.executable, "-m", "lit_pref", "fit", "--model.help", "lit_pref.DPO"],

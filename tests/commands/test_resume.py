@@ -46,6 +46,7 @@ def straight(tmp_path_factory):
     return fit_cli(tmp_path_factory.mktemp("straight"), "a", 8).model.policy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_resume_skips_a_damaged_newest_checkpoint_naming_it(tmp_path, straight, damage):
     fit_cli(tmp_path, "b", 8)
@@ -79,6 +80,7 @@ def metrics_rows(tmp_path: Path, run: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused_by_name_and_the_logs_are_untouched(tmp_path, capsys):
     fit_cli(tmp_path, "b", 4, *CSV)
     metrics = tmp_path / "b" / "dpo" / "version_0" / "metrics.csv"
@@ -101,6 +103,7 @@ def test_changed_settings_are_refused_by_name_and_the_logs_are_untouched(tmp_pat
     assert resumed.trainer.global_step == 6
 
 
+@pytest.mark.slow
 def test_resuming_appends_to_the_run_s_metrics_csv(tmp_path):
     fit_cli(tmp_path, "b", 6, *CSV)
     logged = metrics_rows(tmp_path, "b")
@@ -113,6 +116,7 @@ def test_resuming_appends_to_the_run_s_metrics_csv(tmp_path):
     )  # and the resumed steps follow
 
 
+@pytest.mark.slow
 def test_resume_with_changes_applies_the_new_learning_rate_and_logs_it(tmp_path, capsys):
     fit_cli(tmp_path, "b", 4, "--model.init_args.warmup_steps", "0")
     run = fit_cli(tmp_path, "b", 6, "--model.init_args.warmup_steps", "0", "--resume", "true",
@@ -137,6 +141,7 @@ def test_resume_with_changes_applies_the_new_learning_rate_and_logs_it(tmp_path,
     assert run.model.hparams.lr == 0.02 and run.trainer.optimizers[0].param_groups[0]["lr"] == 0.02
 
 
+@pytest.mark.slow
 def test_a_run_with_a_random_seed_resumes_with_the_seed_it_drew(tmp_path):
     first = fit_cli(tmp_path, "b", 2, "--seed_everything", "true")
     drawn = first.config["fit"]["seed_everything"]

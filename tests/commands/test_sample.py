@@ -58,6 +58,7 @@ def test_rows_hold_every_candidate_and_the_best(tmp_path, tiny_path):
     assert not (tmp_path / "a.jsonl.parts").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_output(tmp_path, tiny_path, capsys):
     cfg = config(tmp_path)
     whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"

@@ -75,6 +75,7 @@ def _slow_build(root: str, log: str) -> None:
     artifacts.cached_build("demo", "demo", {}, build)
 
 
+@pytest.mark.slow
 def test_concurrent_processes_wait_for_one_build(model_cache, tmp_path):
     log = tmp_path / "builds.log"
     context = mp.get_context("spawn")

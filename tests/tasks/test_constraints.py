@@ -74,6 +74,7 @@ def test_paired_difference_is_the_mean_difference_and_its_standard_error():
         paired_difference([1.0, 2.0], [1.0])
 
 
+@pytest.mark.slow
 def test_prs_beats_rand_at_equal_n_on_the_built_in_model():
     """Builds builtin:tiny-sft-constraints (cached per test session; ~2.5 min of CPU). PRS (one sample of x + z,
     the model's feedback, one refinement) against Rand (two samples of x) at N = 2 on 1000 held-out prompts: the

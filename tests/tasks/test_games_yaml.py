@@ -148,6 +148,7 @@ def run_mpo(alpha: float, refresh: int | None, iterations: int):
     return metrics.history
 
 
+@pytest.mark.slow
 def test_mpo_on_a_yaml_game_ends_well_below_the_fixed_magnet_plateau():
     # exact tabular MMD from the same start (eta 2, alpha 0.2): refresh every 10 -> gap 0.0069 after 100
     # iterations and ~1e-4 after 200; the fixed magnet's regularized equilibrium has gap 0.0709.
