@@ -103,7 +103,6 @@ def test_changed_settings_are_refused_by_name_and_the_logs_are_untouched(tmp_pat
     assert resumed.trainer.global_step == 6
 
 
-@pytest.mark.slow
 def test_resuming_appends_to_the_run_s_metrics_csv(tmp_path):
     fit_cli(tmp_path, "b", 6, *CSV)
     logged = metrics_rows(tmp_path, "b")
@@ -141,7 +140,6 @@ def test_resume_with_changes_applies_the_new_learning_rate_and_logs_it(tmp_path,
     assert run.model.hparams.lr == 0.02 and run.trainer.optimizers[0].param_groups[0]["lr"] == 0.02
 
 
-@pytest.mark.slow
 def test_a_run_with_a_random_seed_resumes_with_the_seed_it_drew(tmp_path):
     first = fit_cli(tmp_path, "b", 2, "--seed_everything", "true")
     drawn = first.config["fit"]["seed_everything"]

@@ -100,7 +100,6 @@ def test_task_source_needs_a_format():
         lit_pref.PreferenceDataModule(train="task:nope", format="pairwise").setup("fit")
 
 
-@pytest.mark.slow
 def test_rewards_task_callable_and_reward_model(tmp_path):
     prompts, responses = ["Review the lamp."] * 2, ["The lamp is wonderful.", "The lamp is awful."]
     task_scores = lit_pref.TaskReward("reviews")(prompts, responses)
@@ -168,7 +167,6 @@ def test_dpo_on_the_task_raises_the_true_reward(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-@pytest.mark.slow
 def test_sft_on_task_demonstrations_lowers_validation_nll():
     pl.seed_everything(0)
     dm = task_data("demonstration")
