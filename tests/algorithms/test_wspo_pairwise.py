@@ -114,6 +114,7 @@ def test_pairwise_level_reaches_the_ideal_target_where_the_sequence_level_does_n
     assert kl(target, predicted) == pytest.approx(kl_sequence, abs=5e-3)
 
 
+@pytest.mark.slow
 def test_pairwise_rows_and_cached_weak_logps(tmp_path):
     """Preference pairs give the pairs directly (labels unused); the weak log-probs come from the cache."""
     from lit_pref.models.artifacts import cache_root
