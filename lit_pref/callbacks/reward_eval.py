@@ -39,7 +39,8 @@ class RewardEvaluation(PeriodicCallback):
 
     A collapse is said, not hidden: when the degenerate fraction exceeds `degenerate_warning` or the KL to the
     starting policy exceeds `kl_warning`, the evaluation warns and the summary ends with a WARNING block. Every
-    evaluation (metrics, a few samples, the warnings) is written to `<log_dir>/reward_evaluation.json`.
+    evaluation (metrics, a few samples, the warnings, and each prompt's reward, win, KL term, length and
+    degenerate flag, for paired comparisons between runs) is written to `<log_dir>/reward_evaluation.json`.
 
     The "reference" here is the policy as it was when fit started: a frozen companion model of the module
     (registered in `setup`, so it is sharded under FSDP2 like every other frozen model).
@@ -103,7 +104,8 @@ class RewardEvaluation(PeriodicCallback):
     def _sample(self, module, model=None):
         return module.sample(self._prompts, self.sampling, model=model, batch_size=self.batch_size)
 
-    def _kl(self, module, completions: list[list[int]]) -> float:
+    def _kl(self, module, completions: list[list[int]]) -> list[float]:
+        """Each sample's log pi(y|x) - log pi_start(y|x): the KL estimate's terms, one per prompt."""
         start = self._start
 
         def log_ratio(batch):
@@ -111,7 +113,7 @@ class RewardEvaluation(PeriodicCallback):
 
         ratios = map_sequences(log_ratio, self._prompts, completions, module.tokenizer.pad_token_id,
                                self.batch_size, module.device)  # fmt: skip
-        return float(ratios.mean())
+        return ratios.tolist()
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def evaluate(self, trainer: pl.Trainer, module) -> dict:
@@ -132,17 +134,21 @@ class RewardEvaluation(PeriodicCallback):
             "eval/response_length": statistics.fmean(len(c) for c in out.completions),
             "eval/degenerate_fraction": sum(r is not None for r in reasons) / len(reasons),
         }
+        per_prompt = {"reward": rewards, "length": [len(c) for c in out.completions],
+                      "degenerate": [int(r is not None) for r in reasons]}  # fmt: skip
         if self._start_rewards is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, self._start_rewards)]
+            per_prompt.update(win=wins, kl=self._kl(module, out.completions))
             metrics["eval/win_rate_vs_ref"] = statistics.fmean(wins)
-            metrics["eval/kl_to_ref"] = self._kl(module, out.completions)
+            metrics["eval/kl_to_ref"] = statistics.fmean(per_prompt["kl"])
         samples = list(zip(self._prompt_texts, out.texts, rewards))[: self.num_text_samples]
         degenerate = {k: reasons.count(k) for k in DEGENERATE_REASONS if k in reasons}
         examples = [(p, t, r) for p, t, r in zip(self._prompt_texts, out.texts, reasons) if r]
         examples = examples[: self.num_text_samples]
         warnings = self.collapse_warnings(metrics, degenerate)
         self.history.append({"step": trainer.global_step, **metrics, "degenerate": degenerate,
-                             "degenerate_examples": examples, "warnings": warnings, "samples": samples})  # fmt: skip
+                             "degenerate_examples": examples, "warnings": warnings, "samples": samples,
+                             "per_prompt": per_prompt})  # fmt: skip
         if warnings:
             rank_zero_warn(f"lit_pref: RewardEvaluation at step {trainer.global_step}: " + " ".join(warnings))
         for lg in trainer.loggers:

@@ -65,3 +65,21 @@ def test_a_run_driven_into_collapse_is_reported(tmp_path, capsys):
     assert [e["warnings"] for e in saved["evaluations"]] == [h["warnings"] for h in evaluation.history]
     if collapsed:
         assert sum(end["degenerate"].values()) == round(end["eval/degenerate_fraction"] * 32)
+
+
+def test_each_prompts_results_are_saved_and_agree_with_the_metrics(tmp_path):
+    """The per-prompt results (what paired comparisons between runs use) average to the logged metrics."""
+    evaluation, _ = dpo_run(tmp_path, lr=5e-4, steps=2)
+    saved = json.loads((tmp_path / "run" / "version_0" / "reward_evaluation.json").read_text())
+    assert [e["step"] for e in saved["evaluations"]] == [0, 2]
+    for entry in saved["evaluations"]:
+        rows = entry["per_prompt"]
+        assert {len(v) for v in rows.values()} == {32}
+        assert sum(rows["reward"]) / 32 == pytest.approx(entry["eval/reward_mean"], abs=1e-12)
+        assert sum(rows["win"]) / 32 == pytest.approx(entry["eval/win_rate_vs_ref"], abs=1e-12)
+        assert sum(rows["kl"]) / 32 == pytest.approx(entry["eval/kl_to_ref"], abs=1e-12)
+        assert sum(rows["degenerate"]) / 32 == entry["eval/degenerate_fraction"]
+        assert sum(rows["length"]) / 32 == pytest.approx(entry["eval/response_length"], abs=1e-12)
+    start = saved["evaluations"][0]["per_prompt"]
+    assert set(start["win"]) == {0.5}  # step 0: the policy is the start and samples with the same seed
+    assert max(abs(k) for k in start["kl"]) < 1e-4
