@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 import lit_pref
 from tests.conftest import DATA
+
+_ROOT = tempfile.TemporaryDirectory(prefix="lit_pref_test_")  # removed when the test session ends
 
 
 def data_module(
@@ -38,6 +42,8 @@ def trainer(max_steps: int, callbacks=(), **kwargs) -> pl.Trainer:
     kwargs.setdefault("logger", False)
     kwargs.setdefault("enable_checkpointing", False)
     kwargs.setdefault("num_sanity_val_steps", 0)
+    # without a logger, Lightning writes (reward_evaluation.json, exports) under default_root_dir: not the repo
+    kwargs.setdefault("default_root_dir", _ROOT.name)
     return pl.Trainer(
         max_steps=max_steps,
         accelerator="cpu",
