@@ -219,10 +219,10 @@ class PolicyModule(pl.LightningModule):
                 dm.use_predict_format(self.predict_format)
         fmt = getattr(dm, "row_format", None)
         if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
-            from lit_pref.data.schema import REQUIRED
+            from lit_pref.data.schema import required_columns
 
             needs = " or ".join(
-                f"{f} rows (columns {[dm.columns[c] for c in REQUIRED[f]]})" for f in self.accepted_formats
+                f"{f} rows (columns {required_columns(f, dm.columns)})" for f in self.accepted_formats
             )
             detected = " (detected from its columns)" if getattr(dm, "format_option", None) == "auto" else ""
             raise ConfigError(

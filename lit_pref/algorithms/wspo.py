@@ -25,11 +25,10 @@ import warnings
 from typing import Any, Literal
 
 from lit_pref.algorithms.base import PolicyModule, default_reference
-from lit_pref.data.datamodule import tokenizer_identity
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import wspo_loss, wspo_pairwise_loss
 from lit_pref.models.companions import CompanionModel, FrozenCopy, Precomputed
-from lit_pref.models.loading import load_tokenizer
+from lit_pref.models.loading import load_tokenizer, tokenizer_identity
 
 
 class WSPO(PolicyModule):
