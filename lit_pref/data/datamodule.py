@@ -20,17 +20,19 @@ from lit_pref.data.loader import (
     TokenBatchSampler,
     fit_validation_interval,
 )
+from lit_pref.data.needs import LINKED_SETTINGS, DataNeeds
 from lit_pref.data.render import Renderer
 from lit_pref.data.schema import (
     FormatOption,
     RowFormat,
     check_columns,
     detect_format,
+    required_columns,
     resolve_columns,
     validate_row,
 )
 from lit_pref.data.sources import load_source, source_fingerprint
-from lit_pref.errors import DataError, check_range
+from lit_pref.errors import ConfigError, DataError, check_range
 from lit_pref.models.loading import load_tokenizer, tokenizer_identity
 
 # Their public home was this module; they live with the code they belong to now.
@@ -133,11 +135,10 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.task_options = task_options
         self.columns = resolve_columns(columns)
         self.text_as_chat = text_as_chat
-        #: consecutive training steps each batch serves; set by online modules (one rollout, several updates)
-        self.batch_repeats = 1
-        #: how predict rows are read: "prompt" for generating policies, "auto" for scorers (set by the module)
-        self.predict_format = "prompt"
+        #: what the method needs (apply_needs): formats, how predict rows are read, steps each batch serves
+        self.needs = DataNeeds()
         self.predict_row_format: str | None = None
+        self._predict_read_as: str | None = None  # the predict_format the predict rows were read with
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.val_fraction = val_fraction
@@ -224,7 +225,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         import datasets
 
         parts, fingerprints, formats, counts = [], [], set(), Counter()
-        fmt_option = self.predict_format if stage == "predict" else self.format_option
+        fmt_option = self.needs.predict_format if stage == "predict" else self.format_option
         for s in specs:
             fmt, ds, fp, source_counts = self._encode_source(s, stage, fmt_option)
             parts.append(ds)
@@ -272,23 +273,13 @@ class PreferenceDataModule(pl.LightningDataModule):
             if name != "predict":
                 self._set_format(fmt, name)
             else:
-                self.predict_row_format = fmt
+                self.predict_row_format, self._predict_read_as = fmt, self.needs.predict_format
             self.datasets[name] = ds.add_column("index", list(range(len(ds))))
             self.fingerprints[name] = fp
         if stage == "fit" and "train" not in self.datasets:
             raise DataError(
                 "data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'"
             )
-
-    def require_response_pairs(self, stage: str | None = None) -> None:
-        """Switch on `pair_responses` (an algorithm that compares responses of one prompt asks for it): splits
-        already loaded as demonstration rows are loaded again as pairs."""
-        if self.pair_responses:
-            return
-        self.pair_responses = True
-        if self.row_format == "demonstration":
-            self.datasets, self.fingerprints, self.row_format = {}, {}, None
-            self.setup(stage)
 
     def prompt_rows(self, spec: str | list[str] | None = None, stage: str = "val"):
         """Prompt-only rows (prompt_ids, prompt_text) of `spec`, default the validation (else training)
@@ -344,7 +335,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             ds,
             collate_fn=self.collator("train"),
             num_workers=self.num_workers,
-            repeats=self.batch_repeats,
+            repeats=self.needs.batch_repeats,
             **sizing,
         )
         fit_validation_interval(self.trainer, len(self._train_loader))
@@ -395,9 +386,43 @@ class PreferenceDataModule(pl.LightningDataModule):
     def predict_dataloader(self):
         return self._eval_loader("predict", self.predict_row_format or "prompt")
 
-    def use_predict_format(self, fmt: str) -> None:
-        """Read the predict rows as `fmt` ("prompt" or "auto"), reloading them if they were read otherwise."""
-        if fmt != self.predict_format:
-            self.predict_format = fmt
-            if self.datasets.pop("predict", None) is not None:
-                self.setup("predict")
+    # -- what a method needs, and what it takes from here ---------------------------------------------------
+    def linked_settings(self) -> dict[str, Any]:
+        """The settings a method's model must share with this data (LINKED_SETTINGS): the CLI links them as
+        `data.<key>` -> `model.init_args.<key>`, and `PolicyModule.setup` copies them for Python users."""
+        return {
+            key: getattr(self, "tokenizer_spec" if key == "tokenizer" else key) for key in LINKED_SETTINGS
+        }
+
+    def apply_needs(self, needs: DataNeeds, stage: str | None = None, method: str = "the method") -> None:
+        """Serve `method` what it declared (called from its `setup`, after this module's): each training batch
+        `needs.batch_repeats` times, predict rows read as `needs.predict_format` (reloaded if they were read
+        otherwise), demonstration rows paired by prompt if `needs.pair_responses`; then check that the training
+        rows have one of `needs.formats`, raising a ConfigError that says what to change."""
+        self.needs = needs
+        if (
+            stage == "predict"
+            and "predict" in self.datasets
+            and self._predict_read_as != needs.predict_format
+        ):
+            del self.datasets["predict"]
+            self.setup("predict")
+        if needs.pair_responses and self.row_format == "demonstration":
+            self._pair_responses(stage)
+        if self.row_format is not None and stage != "predict" and self.row_format not in needs.formats:
+            wanted = " or ".join(
+                f"{f} rows (columns {required_columns(f, self.columns)})" for f in needs.formats
+            )
+            detected = " (detected from its columns)" if self.format_option == "auto" else ""
+            raise ConfigError(
+                f"{method} trains on {wanted} but data.train ({self.sources.get('train')}) has {self.row_format} "
+                f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
+                "needed columns to yours)"
+            )
+
+    def _pair_responses(self, stage: str | None) -> None:
+        """Switch on `pair_responses`: splits already loaded as demonstration rows are loaded again as pairs."""
+        if not self.pair_responses:
+            self.pair_responses = True
+            self.datasets, self.fingerprints, self.row_format = {}, {}, None
+            self.setup(stage)
