@@ -48,7 +48,7 @@ _EXPORTS = {
         ],
         "lit_pref.callbacks",
     ),
-    **dict.fromkeys(["PreferenceDataModule"], "lit_pref.data"),
+    **dict.fromkeys(["DataNeeds", "PreferenceDataModule"], "lit_pref.data"),
     **dict.fromkeys(["AtomicCheckpointIO"], "lit_pref.checkpoints"),
     **dict.fromkeys(
         ["CheckpointError", "ConfigError", "DataError", "DivergenceError", "LitPrefError"], "lit_pref.errors"

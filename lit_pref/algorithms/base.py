@@ -1,7 +1,7 @@
 """The common base of every algorithm: policy, optimizer, log-probs, generation, metrics, companions, export.
 
 An algorithm subclass adds only its loss (`compute_loss`), its extra companion models (`companions`) and the
-row formats it accepts. Nothing here writes a training loop: Lightning's Trainer runs it.
+data it needs (`data_needs`). Nothing here writes a training loop: Lightning's Trainer runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_pref.data.collate import prompt_lists, prompt_texts
+from lit_pref.data.needs import DataNeeds
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.checkpointing import fingerprint, frozen_state, restore_frozen, strip_frozen
@@ -72,14 +73,22 @@ class PolicyModule(pl.LightningModule):
             methods, of their rollouts (default: the method's own).
     """
 
-    #: row formats (see PreferenceDataModule.format) this algorithm trains on
-    accepted_formats: tuple[str, ...] = ("pairwise",)
-    #: how `predict` reads its rows: prompts to complete (policies) or "auto" (scorers read prompt + response)
-    predict_format: str = "prompt"
+    #: what the method needs from the data module (row formats it trains on, how `predict` reads rows, steps each
+    #: batch serves, pairing): a class attribute, or set in the constructor when it depends on the settings
+    data_needs: DataNeeds = DataNeeds(formats=("pairwise",))
     #: whether a batch holds several responses per prompt (pairs, groups): `prefix_sharing`'s default
     shares_prompts: bool = True
     #: constructor arguments holding objects (companion providers, oracles), not settings: not hyper-parameters
     object_args: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        stale = [name for name in ("accepted_formats", "predict_format") if name in vars(cls)]
+        if stale:
+            raise TypeError(
+                f"{cls.__name__} sets {stale}, which lit_pref no longer reads: declare "
+                "`data_needs = lit_pref.DataNeeds(formats=(...), predict_format=...)` instead"
+            )
 
     def __init__(
         self,
@@ -206,30 +215,19 @@ class PolicyModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and self.policy is None:
-            # The data module owns the tokenizer and length limits (the CLI links them; Python users get the same).
-            for key, value in (("tokenizer", dm.tokenizer_spec), ("max_length", dm.max_length),
-                               ("max_prompt_length", dm.max_prompt_length), ("text_as_chat", dm.text_as_chat)):  # fmt: skip
-                self.hparams[key] = value
-                if getattr(self, "_hparams_initial", None) is not None:  # what loggers record
-                    self._hparams_initial[key] = value
-        if dm is not None:
-            dm.batch_repeats = getattr(self, "batch_repeats", 1)
-            if stage == "predict":
-                dm.use_predict_format(self.predict_format)
-        fmt = getattr(dm, "row_format", None)
-        if fmt is not None and stage != "predict" and fmt not in self.accepted_formats:
-            from lit_pref.data.schema import REQUIRED
+        if dm is None:
+            return
+        if self.policy is None:
+            self.use_data_settings(dm.linked_settings())
+        dm.apply_needs(self.data_needs, stage, method=type(self).__name__)
 
-            needs = " or ".join(
-                f"{f} rows (columns {[dm.columns[c] for c in REQUIRED[f]]})" for f in self.accepted_formats
-            )
-            detected = " (detected from its columns)" if getattr(dm, "format_option", None) == "auto" else ""
-            raise ConfigError(
-                f"{type(self).__name__} trains on {needs} but data.train ({dm.sources.get('train')}) has {fmt} "
-                f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
-                "needed columns to yours)"
-            )
+    def use_data_settings(self, settings: dict[str, Any]) -> None:
+        """Take the data module's tokenizer, length limits and text_as_chat (lit_pref.data.needs.LINKED_SETTINGS):
+        the data owns them. The CLI links them already; this gives Python users the same, and loggers record it."""
+        for key, value in settings.items():
+            self.hparams[key] = value
+            if getattr(self, "_hparams_initial", None) is not None:
+                self._hparams_initial[key] = value
 
     def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
         """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);

@@ -25,6 +25,7 @@ from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.rollout import Rollout, TokenCount
 from lit_pref.data.collate import prompt_texts
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import dpo_loss, sft_nll
 from lit_pref.models.batching import sequences_batch
@@ -71,7 +72,7 @@ class BestOfNFineTune(OnlineModule):
         **kwargs: `updates_per_rollout` and the policy, optimizer and length options (see OnlineModule).
     """
 
-    accepted_formats = ("prompt",)
+    data_needs = DataNeeds(formats=("prompt",))
     object_args = ("sampler", "reward", "snapshot")
     metric_prefix = "best_of_n"
     rollout_seed_stride = 7919  # its rollouts have always been seeded so; kept for reproducibility

@@ -18,6 +18,7 @@ from torch import Tensor
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.algorithms.reward_model import ScorerModule
 from lit_pref.data.collate import texts_only
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, DataError
 from lit_pref.losses import CausalEstimator, causal_po_loss, importance_ratios
 from lit_pref.models.companions import CompanionModel
@@ -37,7 +38,7 @@ class OutcomeModel(ScorerModule):
         **kwargs: Model, optimizer and length options of the common base (see PolicyModule).
     """
 
-    accepted_formats = ("outcome",)
+    data_needs = DataNeeds(formats=("outcome",), predict_format="auto")
     shares_prompts = False  # one text per row
 
     def __init__(self, outcome_type: OutcomeType = "continuous", **kwargs: Any):
@@ -99,7 +100,7 @@ class CausalPO(PolicyModule):
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
 
-    accepted_formats = ("outcome",)
+    data_needs = DataNeeds(formats=("outcome",))
     object_args = ("base",)
 
     def __init__(

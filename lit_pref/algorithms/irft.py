@@ -22,6 +22,7 @@ from torch import Tensor
 from lit_pref.algorithms.base import reward_metrics
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.rollout import Rollout, TokenCount
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import IRFTLink, irft_loss
 from lit_pref.models.batching import sequences_batch
@@ -70,7 +71,7 @@ class IRFT(OnlineModule):
             limits), `updates_per_rollout` and the policy, optimizer and length options of the common base.
     """
 
-    accepted_formats = ("demonstration",)
+    data_needs = DataNeeds(formats=("demonstration",))
     object_args = ("reference",)
     metric_prefix = "irft"
 

@@ -16,6 +16,7 @@ rollout continues on the same samples. `validation_step` is a rollout and its lo
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -52,7 +53,8 @@ class OnlineModule(PolicyModule):
         super().__init__(**kwargs)
         check_range("model.init_args.updates_per_rollout", updates_per_rollout, ge=1)
         self.updates_per_rollout = updates_per_rollout
-        self.batch_repeats = updates_per_rollout  # the data module serves each prompt batch this many steps
+        # the data module serves each prompt batch this many steps
+        self.data_needs = replace(self.data_needs, batch_repeats=updates_per_rollout)
         self.register_buffer("rollouts", torch.zeros((), dtype=torch.long))
         self.tokens = TokenCount()
         self._rollout: Rollout | None = None

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lit_pref.algorithms.base import PolicyModule, reward_metrics
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import check_range
 from lit_pref.losses import bradley_terry_loss
 from lit_pref.models.loading import load_sequence_scorer
@@ -27,7 +28,8 @@ class ScorerModule(PolicyModule):
             option=self.policy_option,
         )
 
-    predict_format = "auto"
+    #: `predict` scores prompt + response rows
+    data_needs = DataNeeds(formats=("pairwise",), predict_format="auto")
 
     def lora_task_type(self) -> str:
         return "SEQ_CLS"

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from lit_pref.algorithms.base import default_reference
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.rollout import Rollout, TokenCount
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import bradley_terry_loss, kl_regularized_reinforce_loss
 from lit_pref.models.batching import sequences_batch
@@ -74,7 +75,7 @@ class RFT(OnlineModule):
             gradient) and the policy, optimizer and length options of the common base.
     """
 
-    accepted_formats = ("demonstration", "pairwise")
+    data_needs = DataNeeds(formats=("demonstration", "pairwise"))
     object_args = ("reference",)
     metric_prefix = "rft"
 

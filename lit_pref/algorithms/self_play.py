@@ -16,6 +16,7 @@ from torch import Tensor
 from lit_pref.algorithms.online import OnlineModule
 from lit_pref.algorithms.rollout import Group, Rollout, TokenCount
 from lit_pref.data.collate import prompt_lists, prompt_texts
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import group_win_rates
 from lit_pref.models.companions import CompanionModel
@@ -60,7 +61,7 @@ class SelfPlay(OnlineModule):
             with seed sampling.seed + 1000 t) and the options of the common base (OnlineModule, PolicyModule).
     """
 
-    accepted_formats = ("prompt",)
+    data_needs = DataNeeds(formats=("prompt",))
     #: attribute name of the companion whose log-probs the loss needs (None: none)
     companion_name: str | None = None
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from lit_pref.algorithms.base import PolicyModule
 from lit_pref.data.collate import texts_only
+from lit_pref.data.needs import DataNeeds
 from lit_pref.losses import sft_nll
 
 
@@ -19,7 +20,7 @@ class SFT(PolicyModule):
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
 
-    accepted_formats = ("demonstration", "outcome")
+    data_needs = DataNeeds(formats=("demonstration", "outcome"))
     shares_prompts = False  # one response per prompt: nothing to share
 
     def __init__(self, reduction: Literal["token_mean", "sequence_sum"] = "token_mean", **kwargs: Any):

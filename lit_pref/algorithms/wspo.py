@@ -25,11 +25,11 @@ import warnings
 from typing import Any, Literal
 
 from lit_pref.algorithms.base import PolicyModule, default_reference
-from lit_pref.data.datamodule import tokenizer_identity
+from lit_pref.data.needs import DataNeeds
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import wspo_loss, wspo_pairwise_loss
 from lit_pref.models.companions import CompanionModel, FrozenCopy, Precomputed
-from lit_pref.models.loading import load_tokenizer
+from lit_pref.models.loading import load_tokenizer, tokenizer_identity
 
 
 class WSPO(PolicyModule):
@@ -56,7 +56,7 @@ class WSPO(PolicyModule):
         **kwargs: Policy, optimizer and length options of the common base (see PolicyModule).
     """
 
-    accepted_formats = ("demonstration",)
+    data_needs = DataNeeds(formats=("demonstration",))
     object_args = ("reference",)
 
     def __init__(
@@ -80,8 +80,8 @@ class WSPO(PolicyModule):
                 "model.init_args.average: true does not apply to level: pairwise (length-mean log-ratios do not "
                 "cancel the normalizer log Z(x)); set average: false"
             )
-        # pairwise: pairs of responses of one prompt (demonstration rows are paired by prompt in setup)
-        self.accepted_formats = ("pairwise",) if level == "pairwise" else ("demonstration",)
+        if level == "pairwise":  # pairs of responses of one prompt; demonstration rows are paired by prompt
+            self.data_needs = DataNeeds(formats=("pairwise",), pair_responses=True)
         self.shares_prompts = level == "pairwise"
         self.reference = default_reference(self, reference)
         weak = [FrozenCopy(model=path, dtype=weak_dtype) for path in (weak_reference, weak_aligned)]
@@ -90,12 +90,6 @@ class WSPO(PolicyModule):
         if cache_weak:
             weak = [Precomputed(source=provider) for provider in weak]
         self.weak_reference, self.weak_aligned = weak
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.hparams.level == "pairwise" and getattr(dm, "row_format", None) == "demonstration":
-            dm.require_response_pairs(stage)  # every two responses of one prompt become a pair
-        super().setup(stage)
 
     def configure_model(self) -> None:
         self._check_weak_models()

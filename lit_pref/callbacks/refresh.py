@@ -53,7 +53,7 @@ class CompanionRefresh(PeriodicCallback):
             self.target
         )  # fails before the first step, naming the option, if it cannot refresh
         if self.every_n_rollouts is not None:  # a rollout serves this many optimizer steps
-            self.every_n_steps = self.every_n_rollouts * getattr(module, "batch_repeats", 1)
+            self.every_n_steps = self.every_n_rollouts * module.data_needs.batch_repeats
 
     def on_period(self, trainer, module) -> None:
         count = module.refresh_companion(self.target, self.ema_decay)

@@ -19,6 +19,7 @@ from lit_pref.commands.resume import (
     run_settings,
 )
 from lit_pref.data.datamodule import PreferenceDataModule
+from lit_pref.data.needs import LINKED_SETTINGS
 from lit_pref.errors import ConfigError
 
 #: `ckpt_path` values that are not files: Lightning resolves them itself ("last" is lit_pref's --resume)
@@ -45,10 +46,8 @@ class LitPrefCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(DivergenceGuard, "divergence")
-        parser.link_arguments("data.tokenizer", "model.init_args.tokenizer")
-        parser.link_arguments("data.max_length", "model.init_args.max_length")
-        parser.link_arguments("data.max_prompt_length", "model.init_args.max_prompt_length")
-        parser.link_arguments("data.text_as_chat", "model.init_args.text_as_chat")
+        for key in LINKED_SETTINGS:  # the data owns them; PolicyModule.setup copies the same for Python users
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}")
         parser.add_argument(
             "--resume",
             type=bool,

@@ -1,3 +1,4 @@
 from lit_pref.data.datamodule import PreferenceDataModule
+from lit_pref.data.needs import DataNeeds
 
-__all__ = ["PreferenceDataModule"]
+__all__ = ["DataNeeds", "PreferenceDataModule"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lit_pref.data.schema import OUTCOME_NUMBERS
+from lit_pref.data.schema import FORMATS
 from lit_pref.models.batching import left_padded_prompts, sequences_batch
 
 
@@ -36,7 +36,7 @@ def texts_only(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class Collator:
-    """Builds model-ready batches for one row format.
+    """Builds model-ready batches for one row format, laid out as its FORMATS entry says.
 
     pairwise:            input_ids/attention_mask/labels of shape (2B, T): rows 0..B-1 are prompt+chosen,
                          rows B..2B-1 prompt+rejected (one forward serves both); `num_pairs` = B.
@@ -54,39 +54,38 @@ class Collator:
         self, row_format: str, pad_id: int, pad_to_multiple_of: int | None = None, split: str = "train"
     ):
         self.row_format = row_format
+        self.spec = FORMATS[row_format]
         self.split = split
         self.pad_id = pad_id
         self.multiple_of = pad_to_multiple_of
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        spec, first = self.spec, rows[0]
         prompts = [r["prompt_ids"] for r in rows]
         batch: dict[str, Any] = {
             "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
             "split": self.split,
             "prompt_ids": prompts,
         }
-        if self.row_format == "pairwise":
-            completions = [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows]
-            batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
-            batch["num_pairs"] = len(rows)
-            batch["chosen_ids"], batch["rejected_ids"] = completions[: len(rows)], completions[len(rows) :]
-        elif self.row_format == "outcome" and rows[0].get("sample_ids") is not None:
-            completions = [r["response_ids"] for r in rows] + [r["sample_ids"] for r in rows]
-            batch.update(sequences_batch(prompts + prompts, completions, self.pad_id, self.multiple_of))
-            batch["num_rows"] = len(rows)
-        elif self.row_format in ("demonstration", "outcome"):
-            batch["response_ids"] = [r["response_ids"] for r in rows]
-            batch.update(sequences_batch(prompts, batch["response_ids"], self.pad_id, self.multiple_of))
-        if self.row_format == "outcome":
-            for field in OUTCOME_NUMBERS:
-                if rows[0].get(field) is not None:
-                    batch[field] = torch.tensor([r[field] for r in rows], dtype=torch.float32)
-        if self.row_format == "prompt" or "prompt_text" in rows[0]:
+        extras = [c for c in spec.extras if first.get(c) is not None]
+        columns = [*spec.completions, *extras]
+        if columns:
+            lists = {c: [r[c] for r in rows] for c in columns}
+            completions = [ids for c in columns for ids in lists[c]]
+            batch.update(sequences_batch(prompts * len(columns), completions, self.pad_id, self.multiple_of))
+            if len(columns) > 1:
+                batch[spec.count_key] = len(rows)
+            if not extras:
+                batch.update({c: lists[c] for c in spec.completions})
+        for name in spec.numbers:
+            if first.get(name) is not None:
+                batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
+        if spec.generation or "prompt_text" in first:
             batch["prompt_input_ids"], batch["prompt_attention_mask"] = left_padded_prompts(
                 prompts, self.pad_id
             )
-            if "prompt_text" in rows[0]:
+            if "prompt_text" in first:
                 batch["prompt_text"] = [json.loads(r["prompt_text"]) for r in rows]
-        if rows[0].get("preference") is not None:
+        if first.get("preference") is not None:
             batch["preference"] = [r["preference"] for r in rows]
         return batch

@@ -12,150 +12,42 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_pref.data.collate import Collator
+from lit_pref.data.encoding import ENCODING_VERSION, encode_example, row_lengths, row_tokens, split_report
 from lit_pref.data.loader import (
     EpochShuffleSampler,
     LengthGroupedSampler,
     ResumableDataLoader,
     TokenBatchSampler,
+    fit_validation_interval,
 )
+from lit_pref.data.needs import LINKED_SETTINGS, DataNeeds
 from lit_pref.data.render import Renderer
 from lit_pref.data.schema import (
-    OUTCOME_NUMBERS,
     FormatOption,
     RowFormat,
     check_columns,
     detect_format,
+    required_columns,
     resolve_columns,
     validate_row,
 )
 from lit_pref.data.sources import load_source, source_fingerprint
-from lit_pref.errors import DataError, check_range
-from lit_pref.models.loading import load_tokenizer
+from lit_pref.errors import ConfigError, DataError, check_range
+from lit_pref.models.loading import load_tokenizer, tokenizer_identity
 
-# Bump when the encoding of rows into token ids (or the set of rows kept) changes, so cached log-probs keyed on
-# it are not reused. 2: identical pairs are dropped. 3: HH strings are parsed into turns.
-ENCODING_VERSION = 3
-# Why a row is dropped after tokenization, as counted in the per-split report.
-DROP_REASONS = {
-    "empty_response": "empty response after truncation",
-    "identical_pair": "chosen == rejected after tokenization and truncation",
+# Their public home was this module; they live with the code they belong to now.
+__all__ = ["ENCODING_VERSION", "PreferenceDataModule", "encode_example", "row_tokens", "tokenizer_identity"]
+#: lower bounds of the numeric options, checked when the data module is built
+MINIMUMS = {
+    "batch_size": 1,
+    "batch_tokens": 1,
+    "eval_batch_size": 1,
+    "max_length": 2,
+    "max_prompt_length": 1,
+    "num_workers": 0,
+    "pad_to_multiple_of": 1,
+    "max_rows": 1,
 }
-
-
-def tokenizer_identity(tokenizer) -> str:
-    """A hash of everything about a tokenizer that changes token ids."""
-    payload = json.dumps(
-        [tokenizer.get_vocab(), tokenizer.all_special_tokens, getattr(tokenizer, "chat_template", None)],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _completion(renderer: Renderer, prompt_ids: list[int], prompt, completion) -> tuple[list[int], bool]:
-    """A completion's ids cut to fit after the prompt, and whether the cut removed tokens."""
-    full = renderer.completion_ids(prompt, completion)
-    ids = renderer.truncate_completion(prompt_ids, full)
-    return ids, len(ids) < len(full)
-
-
-def encode_example(renderer: Renderer, example, fmt: RowFormat) -> dict[str, Any]:
-    """Token ids of one validated row, whether its prompt / a response was truncated, and why it is dropped
-    ("" when kept; else a key of DROP_REASONS)."""
-    hint = example.chosen if fmt == "pairwise" else example.response
-    full_prompt = renderer.full_prompt_ids(example.prompt, hint)
-    out: dict[str, Any] = {"prompt_ids": full_prompt[-renderer.max_prompt_length :], "drop": ""}
-    out["prompt_truncated"] = len(full_prompt) > renderer.max_prompt_length
-    cuts = []
-    if fmt == "pairwise":
-        out["chosen_ids"], cut_c = _completion(renderer, out["prompt_ids"], example.prompt, example.chosen)
-        out["rejected_ids"], cut_r = _completion(
-            renderer, out["prompt_ids"], example.prompt, example.rejected
-        )
-        cuts = [cut_c, cut_r]
-        if not (out["chosen_ids"] and out["rejected_ids"]):
-            out["drop"] = "empty_response"
-        elif out["chosen_ids"] == out["rejected_ids"]:
-            out["drop"] = "identical_pair"
-    elif fmt in ("demonstration", "outcome"):
-        out["response_ids"], cut = _completion(renderer, out["prompt_ids"], example.prompt, example.response)
-        cuts = [cut]
-        if fmt == "outcome":
-            for field in OUTCOME_NUMBERS:
-                out[field] = getattr(example, field)
-            if example.sample is not None:
-                out["sample_ids"], cut = _completion(
-                    renderer, out["prompt_ids"], example.prompt, example.sample
-                )
-                cuts.append(cut)
-        if not out["response_ids"] or ("sample_ids" in out and not out["sample_ids"]):
-            out["drop"] = "empty_response"
-    else:
-        out["prompt_text"] = json.dumps(example.prompt)
-        out["preference"] = example.preference
-    out["response_truncated"] = any(cuts)
-    return out
-
-
-def split_report(name: str, specs: list[str], counts: Counter) -> str:
-    """One line: kept / truncated / dropped (by reason) rows of a split."""
-    dropped = sum(counts[r] for r in DROP_REASONS)
-    reasons = ", ".join(f"{text}: {counts[r]}" for r, text in DROP_REASONS.items() if counts[r])
-    return (
-        f"lit_pref: data.{name} ({', '.join(specs)}): {counts['rows']} rows, kept {counts['kept']} "
-        f"(truncated: {counts['truncated_prompts']} prompts, {counts['truncated_responses']} rows' responses), "
-        f"dropped {dropped}" + (f" ({reasons})" if reasons else "")
-    )
-
-
-def row_lengths(dataset) -> list[int]:
-    """Tokens of each row's longest sequence (prompt + the longer completion): what its batch is padded to."""
-    prompts = [len(p) for p in dataset["prompt_ids"]]
-    completions = [[0] * len(prompts)]
-    for column in ("chosen_ids", "rejected_ids", "response_ids"):
-        if column in dataset.column_names:
-            completions.append([len(c) for c in dataset[column]])
-    return [p + max(c) for p, *c in zip(prompts, *completions)]
-
-
-def row_tokens(dataset) -> list[int]:
-    """Real tokens of each row as the collator lays it out: pairs count prompt + chosen + prompt + rejected,
-    outcome rows with a base-model sample prompt + response + prompt + sample, demonstrations prompt + response,
-    prompt rows (online methods) the prompt only (their responses do not exist yet)."""
-    prompts = [len(p) for p in dataset["prompt_ids"]]
-    columns = [
-        c for c in ("chosen_ids", "rejected_ids", "response_ids", "sample_ids") if c in dataset.column_names
-    ]
-    if not columns:
-        return prompts
-    totals = [0] * len(prompts)
-    for column in columns:
-        for i, ids in enumerate(dataset[column]):
-            if ids is not None:
-                totals[i] += prompts[i] + len(ids)
-    return totals
-
-
-def fit_validation_interval(trainer, batches: int) -> None:
-    """Clamp an integer `trainer.val_check_interval` to the training batches of one epoch (per process).
-
-    Lightning refuses an interval longer than an epoch, so a shipped config's "validate every 20 steps" would fail
-    on a smaller dataset, more devices or a larger batch; validating at each epoch's end instead keeps it running.
-    """
-    if (
-        trainer is None
-        or not isinstance(trainer.val_check_interval, int)
-        or trainer.check_val_every_n_epoch is None
-    ):
-        return
-    limit = trainer.limit_train_batches
-    epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
-    if 0 < epoch < trainer.val_check_interval:
-        rank_zero_info(
-            f"lit_pref: trainer.val_check_interval ({trainer.val_check_interval}) is more than the {epoch} training "
-            f"batches of an epoch (per process); validating every {epoch} batches (at each epoch's end) instead"
-        )
-        trainer.val_check_interval = epoch
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -235,23 +127,18 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if not 0 <= val_fraction < 1:
             raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        for name, value, low in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 1),
-                                 ("eval_batch_size", eval_batch_size, 1),
-                                 ("max_length", max_length, 2), ("max_prompt_length", max_prompt_length, 1),
-                                 ("num_workers", num_workers, 0), ("pad_to_multiple_of", pad_to_multiple_of, 1),
-                                 ("max_rows", max_rows, 1)):  # fmt: skip
-            check_range(f"data.{name}", value, ge=low)
+        for name, low in MINIMUMS.items():
+            check_range(f"data.{name}", self.hparams[name], ge=low)
         self.tokenizer_spec = tokenizer
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.format_option = format
         self.task_options = task_options
         self.columns = resolve_columns(columns)
         self.text_as_chat = text_as_chat
-        #: consecutive training steps each batch serves; set by online modules (one rollout, several updates)
-        self.batch_repeats = 1
-        #: how predict rows are read: "prompt" for generating policies, "auto" for scorers (set by the module)
-        self.predict_format = "prompt"
+        #: what the method needs (apply_needs): formats, how predict rows are read, steps each batch serves
+        self.needs = DataNeeds()
         self.predict_row_format: str | None = None
+        self._predict_read_as: str | None = None  # the predict_format the predict rows were read with
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.val_fraction = val_fraction
@@ -338,7 +225,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         import datasets
 
         parts, fingerprints, formats, counts = [], [], set(), Counter()
-        fmt_option = self.predict_format if stage == "predict" else self.format_option
+        fmt_option = self.needs.predict_format if stage == "predict" else self.format_option
         for s in specs:
             fmt, ds, fp, source_counts = self._encode_source(s, stage, fmt_option)
             parts.append(ds)
@@ -386,23 +273,13 @@ class PreferenceDataModule(pl.LightningDataModule):
             if name != "predict":
                 self._set_format(fmt, name)
             else:
-                self.predict_row_format = fmt
+                self.predict_row_format, self._predict_read_as = fmt, self.needs.predict_format
             self.datasets[name] = ds.add_column("index", list(range(len(ds))))
             self.fingerprints[name] = fp
         if stage == "fit" and "train" not in self.datasets:
             raise DataError(
                 "data.train is not set: give a file, 'hub:owner/name' or 'python:module:function'"
             )
-
-    def require_response_pairs(self, stage: str | None = None) -> None:
-        """Switch on `pair_responses` (an algorithm that compares responses of one prompt asks for it): splits
-        already loaded as demonstration rows are loaded again as pairs."""
-        if self.pair_responses:
-            return
-        self.pair_responses = True
-        if self.row_format == "demonstration":
-            self.datasets, self.fingerprints, self.row_format = {}, {}, None
-            self.setup(stage)
 
     def prompt_rows(self, spec: str | list[str] | None = None, stage: str = "val"):
         """Prompt-only rows (prompt_ids, prompt_text) of `spec`, default the validation (else training)
@@ -458,7 +335,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             ds,
             collate_fn=self.collator("train"),
             num_workers=self.num_workers,
-            repeats=self.batch_repeats,
+            repeats=self.needs.batch_repeats,
             **sizing,
         )
         fit_validation_interval(self.trainer, len(self._train_loader))
@@ -509,9 +386,43 @@ class PreferenceDataModule(pl.LightningDataModule):
     def predict_dataloader(self):
         return self._eval_loader("predict", self.predict_row_format or "prompt")
 
-    def use_predict_format(self, fmt: str) -> None:
-        """Read the predict rows as `fmt` ("prompt" or "auto"), reloading them if they were read otherwise."""
-        if fmt != self.predict_format:
-            self.predict_format = fmt
-            if self.datasets.pop("predict", None) is not None:
-                self.setup("predict")
+    # -- what a method needs, and what it takes from here ---------------------------------------------------
+    def linked_settings(self) -> dict[str, Any]:
+        """The settings a method's model must share with this data (LINKED_SETTINGS): the CLI links them as
+        `data.<key>` -> `model.init_args.<key>`, and `PolicyModule.setup` copies them for Python users."""
+        return {
+            key: getattr(self, "tokenizer_spec" if key == "tokenizer" else key) for key in LINKED_SETTINGS
+        }
+
+    def apply_needs(self, needs: DataNeeds, stage: str | None = None, method: str = "the method") -> None:
+        """Serve `method` what it declared (called from its `setup`, after this module's): each training batch
+        `needs.batch_repeats` times, predict rows read as `needs.predict_format` (reloaded if they were read
+        otherwise), demonstration rows paired by prompt if `needs.pair_responses`; then check that the training
+        rows have one of `needs.formats`, raising a ConfigError that says what to change."""
+        self.needs = needs
+        if (
+            stage == "predict"
+            and "predict" in self.datasets
+            and self._predict_read_as != needs.predict_format
+        ):
+            del self.datasets["predict"]
+            self.setup("predict")
+        if needs.pair_responses and self.row_format == "demonstration":
+            self._pair_responses(stage)
+        if self.row_format is not None and stage != "predict" and self.row_format not in needs.formats:
+            wanted = " or ".join(
+                f"{f} rows (columns {required_columns(f, self.columns)})" for f in needs.formats
+            )
+            detected = " (detected from its columns)" if self.format_option == "auto" else ""
+            raise ConfigError(
+                f"{method} trains on {wanted} but data.train ({self.sources.get('train')}) has {self.row_format} "
+                f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
+                "needed columns to yours)"
+            )
+
+    def _pair_responses(self, stage: str | None) -> None:
+        """Switch on `pair_responses`: splits already loaded as demonstration rows are loaded again as pairs."""
+        if not self.pair_responses:
+            self.pair_responses = True
+            self.datasets, self.fingerprints, self.row_format = {}, {}, None
+            self.setup(stage)

@@ -1,4 +1,5 @@
-"""A DataLoader whose position inside an epoch is saved in checkpoints, so a resumed run sees the same batches."""
+"""A DataLoader whose position inside an epoch is saved in checkpoints, so a resumed run sees the same batches;
+the samplers that order its rows; and the one trainer setting an epoch's length bounds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 
 
@@ -218,3 +220,26 @@ class ResumableDataLoader(DataLoader):
         self.order.set_epoch(state["epoch"])
         self.order.skip = (state["batches"] // self.repeats) * self.skip_per_batch
         self._skip_repeats = state["batches"] % self.repeats
+
+
+def fit_validation_interval(trainer, batches: int) -> None:
+    """Clamp an integer `trainer.val_check_interval` to the training batches of one epoch (per process).
+
+    Lightning refuses an interval longer than an epoch, so a shipped config's "validate every 20 steps" would fail
+    on a smaller dataset, more devices or a larger batch; validating at each epoch's end instead keeps it running.
+    The data module calls it when it builds the training loader: Lightning checks the interval right after.
+    """
+    if (
+        trainer is None
+        or not isinstance(trainer.val_check_interval, int)
+        or trainer.check_val_every_n_epoch is None
+    ):
+        return
+    limit = trainer.limit_train_batches
+    epoch = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if 0 < epoch < trainer.val_check_interval:
+        rank_zero_info(
+            f"lit_pref: trainer.val_check_interval ({trainer.val_check_interval}) is more than the {epoch} training "
+            f"batches of an epoch (per process); validating every {epoch} batches (at each epoch's end) instead"
+        )
+        trainer.val_check_interval = epoch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lit_pref.data.schema import Text
+from lit_pref.data.checks import Text
 from lit_pref.errors import DataError
 
 #: file in an exported model folder holding the Renderer settings it was trained with (read by scorers)
@@ -110,6 +110,12 @@ class Renderer:
 
     def truncate_completion(self, prompt_ids: list[int], completion_ids: list[int]) -> list[int]:
         return completion_ids[: max(self.max_length - len(prompt_ids), 0)]
+
+    def fit_completion(self, prompt_ids: list[int], prompt: Text, completion: Text) -> tuple[list[int], bool]:
+        """A completion's ids cut to fit after `prompt_ids`, and whether the cut removed tokens."""
+        full = self.completion_ids(prompt, completion)
+        ids = self.truncate_completion(prompt_ids, full)
+        return ids, len(ids) < len(full)
 
     def encode(self, prompt: Text, completion: Text) -> tuple[list[int], list[int]]:
         """(prompt_ids, completion_ids) after truncation; completion_ids may come back empty."""

@@ -1,21 +1,38 @@
-"""Row formats, column mapping and validation.
+"""Row formats as one table, column mapping and validation.
 
 A row becomes an `Example` whose text fields are either plain strings or conversational message lists
 (`[{"role": ..., "content": ...}, ...]`). Every problem is reported with the source, row index and column.
+
+Each row format is one `RowFormatSpec` entry of `FORMATS`: the fields it requires and may have, how `format:
+auto` recognizes it, its validator (raw row -> Example), its encoder (Example -> token-id columns) and how the
+collator lays its token ids out. Adding a format is adding one entry (docs/data.md#adding-a-row-format).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from typing import Any, Literal
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+from lit_pref.data.checks import (
+    Text,
+    check_number,
+    check_roles,
+    check_same_prompt,
+    check_text,
+    checked_text,
+    conversation,
+    split_implicit_prompt,
+)
+from lit_pref.data.checks import hh_messages as hh_messages  # re-exported: its public home was here
 from lit_pref.errors import DataError, row_error
+
+if TYPE_CHECKING:
+    from lit_pref.data.render import Renderer
 
 RowFormat = Literal["pairwise", "demonstration", "outcome", "prompt"]
 FormatOption = Literal["auto", "pairwise", "demonstration", "outcome", "prompt"]
-Text = str | list[dict[str, str]]
 
 DEFAULT_COLUMNS = {
     "prompt": "prompt",
@@ -34,24 +51,10 @@ DEFAULT_COLUMNS = {
 }
 # Numeric fields of outcome rows, as they travel from validation to batches.
 OUTCOME_NUMBERS = ("outcome", "propensity", "prediction", "sample_logp", "sample_prediction")
-# Roles a chat template knows. A prompt ends with a user turn (generation answers it); a completion is assistant
-# turns only.
-PROMPT_ROLES = ("system", "user", "assistant")
-COMPLETION_ROLES = ("assistant",)
-# The outcome format also accepts a `text` column (a whole text with no prompt), as direct-outcome datasets do.
-TEXT_FALLBACK = "text"
-
-REQUIRED = {
-    "pairwise": ("chosen", "rejected"),
-    "demonstration": ("prompt", "response"),
-    "outcome": ("response", "outcome"),
-    "prompt": ("prompt",),
-}
-OPTIONAL = {
-    "pairwise": ("prompt",),
-    "demonstration": (),
-    "outcome": ("prompt", "propensity", "prediction", "sample", "sample_logp", "sample_prediction"),
-    "prompt": ("preference",),
+# Why an encoder drops a row after tokenization (its third result), as counted in the per-split report.
+DROP_REASONS = {
+    "empty_response": "empty response after truncation",
+    "identical_pair": "chosen == rejected after tokenization and truncation",
 }
 
 
@@ -72,6 +75,204 @@ class Example:
     preference: str | None = None
 
 
+#: validator(row, mapping field -> column, source, row index) -> Example
+Validator = Callable[[dict[str, Any], dict[str, str], str, int], Example]
+#: encoder(renderer, example, truncated prompt ids) -> (token-id and value columns, whether each completion was
+#: cut, drop reason: "" to keep the row, else a key of DROP_REASONS)
+Encoder = Callable[["Renderer", Example, list[int]], tuple[dict[str, Any], list[bool], str]]
+
+
+@dataclass(frozen=True)
+class RowFormatSpec:
+    """One row format: its fields, how it is recognized, validated, encoded and collated.
+
+    Attributes:
+        summary: How error messages list it, e.g. "pairwise (prompt, chosen, rejected)".
+        required: Fields every row has (each mapped to a column by `data.columns`).
+        optional: Fields a row may have.
+        detect_by: Fields whose columns make `format: auto` pick this format; formats are tried in table order.
+        validate: Raw row -> Example (see `Validator`).
+        encode: Example -> encoded columns (see `Encoder`); `prompt_ids` and the truncation flags are added for it.
+        fallbacks: field -> a column read when the field's own column is absent (outcome: `text` for response).
+        hint: The Example field that tells the renderer whether the row is conversational with its prompt.
+        completions: Encoded id columns laid out after the prompt, one sequence each, in batch order (pairwise:
+            B chosen rows, then B rejected rows). The batch also carries them as unpadded lists.
+        extras: Encoded id columns a row may have (outcome: a base-model `sample_ids`), concatenated after the
+            completions when present; such a batch carries the padded sequences only.
+        count_key: The batch key holding B, the rows, when a batch holds several sequences per row.
+        numbers: Encoded float columns the batch carries as tensors (when the data has them).
+        generation: The batch carries left-padded prompts to generate from (prompt rows).
+    """
+
+    summary: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    detect_by: tuple[str, ...]
+    validate: Validator
+    encode: Encoder
+    fallbacks: Mapping[str, str] = field(default_factory=dict)
+    hint: str = "response"
+    completions: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+    count_key: str | None = None
+    numbers: tuple[str, ...] = ()
+    generation: bool = False
+
+
+# -- validators: raw row -> Example ------------------------------------------------------------------------------
+def _validate_pairwise(row: dict[str, Any], mapping: dict[str, str], source: str, index: int) -> Example:
+    prompt_col = mapping.get("prompt")
+    columns = (mapping["chosen"], mapping["rejected"])
+    chosen, rejected = (conversation(check_text(row[c], source, index, c)) for c in columns)
+    given = None if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
+    whole = all(isinstance(t, list) and t[0]["role"] != "assistant" for t in (chosen, rejected))
+    if given is None or whole:
+        # no prompt, or whole conversations (HH strings, UltraFeedback lists): the shared start is the prompt
+        prompt, chosen, rejected = split_implicit_prompt(chosen, rejected, source, index, columns)
+        if given is not None:
+            check_same_prompt(check_text(given, source, index, prompt_col), prompt, source, index, prompt_col)
+        prompt_col = mapping["chosen"]
+    else:
+        prompt = check_text(given, source, index, prompt_col)
+    check_roles(prompt, source, index, prompt_col, prompt=True)
+    check_roles(chosen, source, index, mapping["chosen"], prompt=False)
+    check_roles(rejected, source, index, mapping["rejected"], prompt=False)
+    return Example(prompt=prompt, chosen=chosen, rejected=rejected)
+
+
+def _validate_demonstration(row: dict[str, Any], mapping: dict[str, str], source: str, index: int) -> Example:
+    prompt = checked_text(row, mapping["prompt"], source, index, prompt=True)
+    return Example(
+        prompt=prompt, response=checked_text(row, mapping["response"], source, index, prompt=False)
+    )
+
+
+def _validate_outcome(row: dict[str, Any], mapping: dict[str, str], source: str, index: int) -> Example:
+    prompt_col = mapping.get("prompt")
+    prompt = "" if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
+    example = Example(
+        prompt=check_text(prompt, source, index, prompt_col or "prompt", allow_empty=True),
+        response=check_text(row[mapping["response"]], source, index, mapping["response"]),
+        outcome=check_number(row[mapping["outcome"]], source, index, mapping["outcome"]),
+    )
+    check_roles(example.prompt, source, index, prompt_col or "prompt", prompt=True)
+    check_roles(example.response, source, index, mapping["response"], prompt=False)
+    if "propensity" in mapping:
+        propensity = check_number(row[mapping["propensity"]], source, index, mapping["propensity"])
+        if not 0 < propensity <= 1:
+            raise row_error(
+                source,
+                index,
+                mapping["propensity"],
+                f"propensity {propensity} is outside (0, 1]",
+                "Propensities are assignment probabilities: fix the value",
+            )
+        example.propensity = propensity
+    for name in ("prediction", "sample_logp", "sample_prediction"):
+        if name in mapping:
+            setattr(example, name, check_number(row[mapping[name]], source, index, mapping[name]))
+    if example.sample_logp is not None and example.sample_logp > 0:
+        raise row_error(
+            source,
+            index,
+            mapping["sample_logp"],
+            f"log-prob {example.sample_logp} is positive",
+            "It must be the base model's log-probability of the sample (<= 0): fix the value",
+        )
+    if "sample" in mapping:
+        example.sample = checked_text(row, mapping["sample"], source, index, prompt=False)
+    return example
+
+
+def _validate_prompt(row: dict[str, Any], mapping: dict[str, str], source: str, index: int) -> Example:
+    preference = row.get(mapping["preference"]) if "preference" in mapping else None
+    if preference is not None and not isinstance(preference, str):
+        raise row_error(
+            source,
+            index,
+            mapping["preference"],
+            f"expected a string, got {preference!r:.60}",
+            "Fix the value",
+        )
+    return Example(
+        prompt=checked_text(row, mapping["prompt"], source, index, prompt=True), preference=preference
+    )
+
+
+# -- encoders: Example -> token-id columns -----------------------------------------------------------------------
+def _encode_pairwise(renderer: Renderer, example: Example, prompt_ids: list[int]):
+    chosen, cut_chosen = renderer.fit_completion(prompt_ids, example.prompt, example.chosen)
+    rejected, cut_rejected = renderer.fit_completion(prompt_ids, example.prompt, example.rejected)
+    drop = "empty_response" if not (chosen and rejected) else "identical_pair" if chosen == rejected else ""
+    return {"chosen_ids": chosen, "rejected_ids": rejected}, [cut_chosen, cut_rejected], drop
+
+
+def _encode_demonstration(renderer: Renderer, example: Example, prompt_ids: list[int]):
+    response, cut = renderer.fit_completion(prompt_ids, example.prompt, example.response)
+    return {"response_ids": response}, [cut], "" if response else "empty_response"
+
+
+def _encode_outcome(renderer: Renderer, example: Example, prompt_ids: list[int]):
+    out, cuts, drop = _encode_demonstration(renderer, example, prompt_ids)
+    out.update({name: getattr(example, name) for name in OUTCOME_NUMBERS})
+    if example.sample is not None:
+        out["sample_ids"], cut = renderer.fit_completion(prompt_ids, example.prompt, example.sample)
+        cuts.append(cut)
+        drop = drop or ("" if out["sample_ids"] else "empty_response")
+    return out, cuts, drop
+
+
+def _encode_prompt(renderer: Renderer, example: Example, prompt_ids: list[int]):
+    return {"prompt_text": json.dumps(example.prompt), "preference": example.preference}, [], ""
+
+
+#: every row format, in the order `format: auto` tries them
+FORMATS: dict[str, RowFormatSpec] = {
+    "pairwise": RowFormatSpec(
+        summary="pairwise (prompt, chosen, rejected)",
+        required=("chosen", "rejected"),
+        optional=("prompt",),
+        detect_by=("chosen", "rejected"),
+        validate=_validate_pairwise,
+        encode=_encode_pairwise,
+        hint="chosen",
+        completions=("chosen_ids", "rejected_ids"),
+        count_key="num_pairs",
+    ),
+    "outcome": RowFormatSpec(
+        summary="outcome (text or response, outcome)",
+        required=("response", "outcome"),
+        optional=("prompt", "propensity", "prediction", "sample", "sample_logp", "sample_prediction"),
+        detect_by=("outcome",),
+        validate=_validate_outcome,
+        encode=_encode_outcome,
+        fallbacks={"response": "text"},  # direct-outcome datasets hold a whole text with no prompt
+        completions=("response_ids",),
+        extras=("sample_ids",),
+        count_key="num_rows",
+        numbers=OUTCOME_NUMBERS,
+    ),
+    "demonstration": RowFormatSpec(
+        summary="demonstration (prompt, response)",
+        required=("prompt", "response"),
+        optional=(),
+        detect_by=("response",),
+        validate=_validate_demonstration,
+        encode=_encode_demonstration,
+        completions=("response_ids",),
+    ),
+    "prompt": RowFormatSpec(
+        summary="prompt-only (prompt)",
+        required=("prompt",),
+        optional=("preference",),
+        detect_by=("prompt",),
+        validate=_validate_prompt,
+        encode=_encode_prompt,
+        generation=True,
+    ),
+}
+
+
 def resolve_columns(columns: dict[str, str] | None) -> dict[str, str]:
     unknown = set(columns or {}) - set(DEFAULT_COLUMNS)
     if unknown:
@@ -83,257 +284,53 @@ def resolve_columns(columns: dict[str, str] | None) -> dict[str, str]:
 
 
 def detect_format(available: set[str], columns: dict[str, str], source: str) -> RowFormat:
-    """Pick the row format from the columns a source has."""
-    if columns["chosen"] in available and columns["rejected"] in available:
-        return "pairwise"
-    if columns["outcome"] in available:
-        return "outcome"
-    if columns["response"] in available:
-        return "demonstration"
-    if columns["prompt"] in available:
-        return "prompt"
+    """Pick the row format from the columns a source has: the first of FORMATS whose `detect_by` columns it has."""
+    for name, spec in FORMATS.items():
+        if all(columns[f] in available for f in spec.detect_by):
+            return name
+    expected = [spec.summary for spec in FORMATS.values()]
     raise DataError(
-        f"{source}: cannot tell the row format from its columns {sorted(available)}. Expected pairwise "
-        "(prompt, chosen, rejected), demonstration (prompt, response), outcome (text or response, outcome) "
-        "or prompt-only (prompt). Set data.format, and data.columns if your column names differ."
+        f"{source}: cannot tell the row format from its columns {sorted(available)}. Expected "
+        f"{', '.join(expected[:-1])} or {expected[-1]}. Set data.format, and data.columns if your column names "
+        "differ."
     )
 
 
 def field_column(field: str, fmt: RowFormat, columns: dict[str, str], available: set[str]) -> str:
+    """The column holding `field` in rows of `fmt`: its mapped column, else the format's fallback if present."""
     name = columns[field]
-    if field == "response" and fmt == "outcome" and name not in available and TEXT_FALLBACK in available:
-        return TEXT_FALLBACK
-    return name
+    fallback = FORMATS[fmt].fallbacks.get(field)
+    return fallback if name not in available and fallback in available else name
 
 
 def check_columns(
     fmt: RowFormat, columns: dict[str, str], available: set[str], source: str
 ) -> dict[str, str]:
     """Map each field the format uses to the column that holds it; raise if a required one is missing."""
+    spec = FORMATS[fmt]
     mapping = {}
-    for field in REQUIRED[fmt]:
-        name = field_column(field, fmt, columns, available)
-        if name not in available:
+    for name in spec.required:
+        column = field_column(name, fmt, columns, available)
+        if column not in available:
             raise DataError(
-                f"{source}: the {fmt} format needs a column '{name}' (field '{field}') but the columns are "
-                f"{sorted(available)}. Rename the column or map it with data.columns: {{{field}: <your column>}}."
+                f"{source}: the {fmt} format needs a column '{column}' (field '{name}') but the columns are "
+                f"{sorted(available)}. Rename the column or map it with data.columns: {{{name}: <your column>}}."
             )
-        mapping[field] = name
-    for field in OPTIONAL[fmt]:
-        name = field_column(field, fmt, columns, available)
-        if name in available:
-            mapping[field] = name
+        mapping[name] = column
+    for name in spec.optional:
+        column = field_column(name, fmt, columns, available)
+        if column in available:
+            mapping[name] = column
     return mapping
-
-
-def _check_text(value: Any, source: str, row: int, column: str, allow_empty: bool = False) -> Text:
-    if isinstance(value, str):
-        if not value and not allow_empty:
-            raise row_error(source, row, column, "the text is empty", "Remove the row or fill the column")
-        return value
-    if isinstance(value, list) and value:
-        for i, message in enumerate(value):
-            if (
-                not isinstance(message, dict)
-                or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)
-            ):
-                raise row_error(
-                    source,
-                    row,
-                    column,
-                    f"message {i} is {message!r}, not a {{'role': str, 'content': str}} dict",
-                    "Give a string or a list of {role, content} messages",
-                )
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    if value is None:
-        raise row_error(
-            source, row, column, "the value is missing (null)", "Fill the column or remove the row"
-        )
-    raise row_error(
-        source,
-        row,
-        column,
-        f"expected a string or a list of {{role, content}} messages, got {type(value).__name__} {value!r:.60}",
-        "Fix the value's type",
-    )
-
-
-def _check_roles(text: Text, source: str, row: int, column: str, prompt: bool) -> Text:
-    """A message-list prompt uses known roles and ends with a user turn; a completion holds assistant turns only."""
-    if not isinstance(text, list):
-        return text
-    allowed = PROMPT_ROLES if prompt else COMPLETION_ROLES
-    for i, message in enumerate(text):
-        if message["role"] not in allowed:
-            raise row_error(
-                source, row, column, f"message {i} has role {message['role']!r}; a "
-                f"{'prompt' if prompt else 'completion'} may use only {list(allowed)}",
-                "Fix the role, or move the message to the right column",
-            )  # fmt: skip
-    if prompt and text[-1]["role"] != "user":
-        raise row_error(
-            source, row, column, f"the prompt ends with a {text[-1]['role']!r} message, not a 'user' one",
-            "End the prompt with the user turn the completion answers; move assistant replies to the completion",
-        )  # fmt: skip
-    return text
-
-
-def _check_number(value: Any, source: str, row: int, column: str) -> float:
-    if value is None:  # CSV readers turn NaN into null
-        raise row_error(
-            source, row, column, "the number is missing (null or NaN)", "Fill the value or drop the row"
-        )
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise row_error(
-            source,
-            row,
-            column,
-            f"expected a number, got {type(value).__name__} {value!r:.60}",
-            "Fix the value",
-        )
-    if not math.isfinite(value):
-        raise row_error(
-            source, row, column, f"the number is {value}", "Outcomes must be finite: fix or drop the row"
-        )
-    return float(value)
-
-
-# Anthropic HH-RLHF writes a whole conversation as one string: "\n\nHuman: ...\n\nAssistant: ...".
-HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
-HH_ROLES = {"Human": "user", "Assistant": "assistant"}
-
-
-def hh_messages(text: str) -> list[dict[str, str]] | None:
-    """The messages of an HH-style string (a trailing empty "Assistant:" turn dropped), or None if it is not one."""
-    parts = HH_TURN.split(text)
-    if len(parts) < 5 or parts[0].strip() or parts[1] != "Human" or "Assistant" not in parts[3::2]:
-        return None  # an HH conversation starts with a Human turn and has an Assistant one
-    messages = [{"role": HH_ROLES[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
-    if messages[-1] == {"role": "assistant", "content": ""}:
-        messages.pop()
-    return messages
-
-
-def _conversation(text: Text) -> Text:
-    """A whole conversation as messages: HH-style strings parsed, message lists and other strings unchanged."""
-    return (hh_messages(text) or text) if isinstance(text, str) else text
-
-
-def _split_implicit_prompt(
-    chosen: Text, rejected: Text, source: str, row: int, columns: tuple[str, str]
-) -> tuple[Text, Text, Text]:
-    """Pairs given as whole conversations: the leading messages both share are the prompt, what follows must be
-    assistant replies."""
-    if not (isinstance(chosen, list) and isinstance(rejected, list)):
-        raise row_error(
-            source,
-            row,
-            "prompt",
-            "the row has no prompt and its chosen/rejected are plain strings",
-            "Add a prompt column, or give chosen/rejected as whole conversations that share their first messages",
-        )
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-        shared += 1
-    for column, text in zip(columns, (chosen, rejected)):
-        rest = text[shared:]
-        if shared == 0 or not rest or any(m["role"] != "assistant" for m in rest):
-            first = f"first differ at message {shared}" if shared else "differ from their first message"
-            raise row_error(
-                source, row, column, f"chosen and rejected do not share one prompt: they {first}, and {column} "
-                f"continues with roles {[m['role'] for m in rest]} where only assistant replies may follow",
-                "Make both conversations start with the same prompt messages, or give an explicit prompt column",
-            )  # fmt: skip
-    return chosen[:shared], chosen[shared:], rejected[shared:]
-
-
-def _check_same_prompt(given: Text, shared: list[dict[str, str]], source: str, row: int, column: str) -> None:
-    """A prompt column beside whole conversations (UltraFeedback): it must be the conversations' prompt, as the
-    same messages or as the text of the last user turn."""
-    given = _conversation(given)
-    if given != shared and given != shared[-1]["content"]:
-        raise row_error(
-            source, row, column, f"the prompt {given!r:.80} is not the prompt chosen and rejected start with "
-            f"({shared[-1]['content']!r:.80})",
-            "Fix the prompt, or drop the prompt column and let the shared leading messages be the prompt",
-        )  # fmt: skip
 
 
 def validate_row(
     row: dict[str, Any], fmt: RowFormat, mapping: dict[str, str], source: str, index: int
 ) -> Example:
     """Check one raw row against its format and return it as an Example."""
-    prompt_col = mapping.get("prompt")
-    if fmt == "pairwise":
-        columns = (mapping["chosen"], mapping["rejected"])
-        chosen, rejected = (_conversation(_check_text(row[c], source, index, c)) for c in columns)
-        given = None if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
-        whole = all(isinstance(t, list) and t[0]["role"] != "assistant" for t in (chosen, rejected))
-        if given is None or whole:
-            # no prompt, or whole conversations (HH strings, UltraFeedback lists): the shared start is the prompt
-            prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected, source, index, columns)
-            if given is not None:
-                _check_same_prompt(
-                    _check_text(given, source, index, prompt_col), prompt, source, index, prompt_col
-                )
-            prompt_col = mapping["chosen"]
-        else:
-            prompt = _check_text(given, source, index, prompt_col)
-        _check_roles(prompt, source, index, prompt_col, prompt=True)
-        _check_roles(chosen, source, index, mapping["chosen"], prompt=False)
-        _check_roles(rejected, source, index, mapping["rejected"], prompt=False)
-        return Example(prompt=prompt, chosen=chosen, rejected=rejected)
-    if fmt == "demonstration":
-        return Example(
-            prompt=_check_roles(_check_text(row[prompt_col], source, index, prompt_col), source, index, prompt_col, True),
-            response=_check_roles(
-                _check_text(row[mapping["response"]], source, index, mapping["response"]),
-                source, index, mapping["response"], False,
-            ),
-        )  # fmt: skip
-    if fmt == "outcome":
-        prompt = "" if prompt_col is None or row.get(prompt_col) is None else row[prompt_col]
-        example = Example(
-            prompt=_check_text(prompt, source, index, prompt_col or "prompt", allow_empty=True),
-            response=_check_text(row[mapping["response"]], source, index, mapping["response"]),
-            outcome=_check_number(row[mapping["outcome"]], source, index, mapping["outcome"]),
-        )
-        _check_roles(example.prompt, source, index, prompt_col or "prompt", prompt=True)
-        _check_roles(example.response, source, index, mapping["response"], prompt=False)
-        if "propensity" in mapping:
-            propensity = _check_number(row[mapping["propensity"]], source, index, mapping["propensity"])
-            if not 0 < propensity <= 1:
-                raise row_error(
-                    source,
-                    index,
-                    mapping["propensity"],
-                    f"propensity {propensity} is outside (0, 1]",
-                    "Propensities are assignment probabilities: fix the value",
-                )
-            example.propensity = propensity
-        for field in ("prediction", "sample_logp", "sample_prediction"):
-            if field in mapping:
-                setattr(example, field, _check_number(row[mapping[field]], source, index, mapping[field]))
-        if example.sample_logp is not None and example.sample_logp > 0:
-            raise row_error(
-                source, index, mapping["sample_logp"], f"log-prob {example.sample_logp} is positive",
-                "It must be the base model's log-probability of the sample (<= 0): fix the value",
-            )  # fmt: skip
-        if "sample" in mapping:
-            example.sample = _check_text(row[mapping["sample"]], source, index, mapping["sample"])
-            _check_roles(example.sample, source, index, mapping["sample"], prompt=False)
-        return example
-    preference = row.get(mapping["preference"]) if "preference" in mapping else None
-    if preference is not None and not isinstance(preference, str):
-        raise row_error(
-            source,
-            index,
-            mapping["preference"],
-            f"expected a string, got {preference!r:.60}",
-            "Fix the value",
-        )
-    prompt = _check_roles(
-        _check_text(row[prompt_col], source, index, prompt_col), source, index, prompt_col, True
-    )
-    return Example(prompt=prompt, preference=preference)
+    return FORMATS[fmt].validate(row, mapping, source, index)
+
+
+def required_columns(fmt: str, columns: dict[str, str]) -> list[str]:
+    """The column names (after `data.columns`) a format's required fields are read from, as errors list them."""
+    return [columns[f] for f in FORMATS[fmt].required]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -98,6 +100,16 @@ def load_tokenizer(spec: str, option: str = "data.tokenizer"):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A hash of everything about a tokenizer that changes token ids (vocabulary, special tokens, chat template)."""
+    payload = json.dumps(
+        [tokenizer.get_vocab(), tokenizer.all_special_tokens, getattr(tokenizer, "chat_template", None)],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def model_folder(spec: str, option: str) -> str:
