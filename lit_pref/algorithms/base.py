@@ -6,15 +6,14 @@ row formats it accepts. Nothing here writes a training loop: Lightning's Trainer
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch import Tensor, nn
 
+from lit_pref.algorithms.optimization import OptimizerSettings, Schedule, configure_adamw
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError, check_range
@@ -32,8 +31,6 @@ from lit_pref.models.loading import (
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
 from lit_pref.models.packing import SequenceLayout
 from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
-
-Schedule = Literal["constant", "linear", "cosine"]
 
 
 class PolicyModule(pl.LightningModule):
@@ -104,12 +101,14 @@ class PolicyModule(pl.LightningModule):
         sampling: SamplingConfig | None = None,
     ):
         super().__init__()
-        for name, value, bounds in (("lr", lr, {"ge": 0}), ("weight_decay", weight_decay, {"ge": 0}),
-                                    ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
-                                    ("max_prompt_length", max_prompt_length, {"ge": 1}),
-                                    ("max_logits_elements", max_logits_elements, {"ge": 1}),
-                                    ("pack_tokens", pack_tokens, {"ge": 1})):  # fmt: skip
-            check_range(f"model.init_args.{name}", value, **bounds)
+        self.optimization = OptimizerSettings(lr, weight_decay, warmup_steps, lr_schedule)
+        for name, value, low in (
+            ("max_length", max_length, 2),
+            ("max_prompt_length", max_prompt_length, 1),
+            ("max_logits_elements", max_logits_elements, 1),
+            ("pack_tokens", pack_tokens, 1),
+        ):
+            check_range(f"model.init_args.{name}", value, ge=low)
         self.save_hyperparameters(ignore=list(self.object_args))
         self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
@@ -353,27 +352,11 @@ class PolicyModule(pl.LightningModule):
         """AdamW parameter groups (a method with a second trained model gives it its own group and lr)."""
         return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over `param_groups` with the LR schedule of `optimization` (algorithms/optimization.py)."""
+        return configure_adamw(
+            self.param_groups(), self.optimization, self.schedule_origin, self.schedule_horizon
         )
-        warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
-        horizon: list[int] = []  # asked for once, when first needed
-
-        def factor(step: int) -> float:
-            step -= self.schedule_origin()
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant" or step <= warmup:
-                return 1.0
-            # asked only once training runs: the horizon may depend on the training data's size
-            if not horizon:
-                horizon.append(self.schedule_horizon())
-            progress = min((step - warmup) / max(horizon[0] - warmup, 1), 1.0)
-            return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def schedule_horizon(self) -> int:
         """Optimizer steps the LR schedule spans (a method that restarts it, as IRFT per stage, spans less)."""

@@ -133,7 +133,7 @@ class RFT(OnlineModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         reward = [p for p in self.reward_model.parameters() if p.requires_grad]
-        lr = self.reward_lr if self.reward_lr is not None else self.hparams.lr
+        lr = self.reward_lr if self.reward_lr is not None else self.optimization.lr
         return [*super().param_groups(), {"params": reward, "lr": lr}]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
