@@ -1,7 +1,9 @@
-"""The common base of every algorithm: policy, optimizer, log-probs, generation, metrics, companions, export.
+"""The common base of every algorithm: the policy, its companions, log-probs, generation, steps and metrics.
 
 An algorithm subclass adds only its loss (`compute_loss`), its extra companion models (`companions`) and the
-row formats it accepts. Nothing here writes a training loop: Lightning's Trainer runs it.
+row formats it accepts. Nothing here writes a training loop: Lightning's Trainer runs it. The parts that are
+not the module's own live beside it: building, sharding and adapter checkpoints in lit_pref.models, the
+optimizer and LR schedule in algorithms/optimization.py, export in callbacks/export.py.
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ from lit_pref.algorithms.optimization import OptimizerSettings, Schedule, config
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError, check_range
-from lit_pref.models.checkpointing import fingerprint, frozen_state, restore_frozen, strip_frozen
+from lit_pref.models.checkpointing import adapter_only, load_adapter, save_adapter
 from lit_pref.models.companions import CompanionModel, RefreshableCopy
 from lit_pref.models.loading import (
     DType,
     LoraSettings,
-    is_peft,
+    build_trainable,
     load_causal_lm,
     load_tokenizer,
     model_fingerprint,
-    prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
 from lit_pref.models.packing import SequenceLayout
+from lit_pref.models.sharding import shard_models
 from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
 
 
@@ -118,7 +120,6 @@ class PolicyModule(pl.LightningModule):
         self.policy: nn.Module | None = None
         self.tokenizer = None
         self._step_started: float | None = None
-        self._base_fingerprint: str | None = None
 
     # -- models -------------------------------------------------------------------------------------------
     def companions(self) -> dict[str, CompanionModel]:
@@ -167,22 +168,23 @@ class PolicyModule(pl.LightningModule):
         """Build the policy and attach companions; Lightning calls this inside the strategy's context."""
         if self.policy is not None:
             return
-        self.tokenizer = load_tokenizer(self.hparams.tokenizer)
-        model = self.load_policy()
-        if self.hparams.disable_dropout:
-            for m in model.modules():
-                if isinstance(m, nn.Dropout):
-                    m.p = 0.0
-        self.policy = prepare_trainable(
-            model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type()
+        h = self.hparams
+        self.tokenizer = load_tokenizer(h.tokenizer)
+        self.policy = build_trainable(
+            self.load_policy(), self.lora, h.gradient_checkpointing, self.lora_task_type(), h.disable_dropout
         )
-        self.policy.train()  # from_pretrained returns eval mode
         self.build_extra_models()
         for provider in self.companions().values():
             provider.use_layout(self.layout)
             provider.attach(self)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
-            self._shard(self.device_mesh["data_parallel"])
+            shard_models(
+                self.trained_models().values(),
+                self.companions().values(),
+                self.device_mesh["data_parallel"],
+                h.fsdp_param_dtype,
+                h.fsdp_offload_frozen,
+            )
 
     def build_extra_models(self) -> None:
         """Build the models a method trains beside the policy (RFT's reward model); runs in `configure_model`
@@ -191,17 +193,6 @@ class PolicyModule(pl.LightningModule):
     def trained_models(self) -> dict[str, nn.Module]:
         """Every model this module trains, by attribute name: sharded, optimized and exported alike."""
         return {"policy": self.policy}
-
-    def _shard(self, mesh) -> None:
-        from lit_pref.models.sharding import shard
-
-        dtype, offload = self.hparams.fsdp_param_dtype, self.hparams.fsdp_offload_frozen
-        for model in self.trained_models().values():
-            shard(model, mesh, frozen=False, param_dtype=dtype)
-        for provider in self.companions().values():
-            provider.keep_in_checkpoints()  # sharded checkpoints are loaded strictly, so they hold every shard
-            for model in provider.frozen_models():
-                shard(model, mesh, frozen=True, param_dtype=dtype, offload_frozen=offload)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -366,52 +357,15 @@ class PolicyModule(pl.LightningModule):
         """The optimizer step at which the LR schedule (warm-up, decay) last started."""
         return 0
 
-    # -- checkpoints --------------------------------------------------------------------------------------
-    def _adapter_only(self) -> bool:
-        """LoRA without FSDP2 sharding: checkpoints hold the adapter, not the frozen base (sharded checkpoints
-        are loaded strictly, shard by shard, so they keep every weight)."""
-        return self.policy is not None and is_peft(self.policy) and self.device_mesh is None
-
-    def base_fingerprint(self) -> str:
-        """SHA-256 of the policy's frozen base weights (computed once: they never change)."""
-        if self._base_fingerprint is None:
-            self._base_fingerprint = fingerprint(frozen_state(self.policy))
-        return self._base_fingerprint
-
+    # -- checkpoints: a LoRA policy (unsharded) saves its adapter, not the frozen base (models/checkpointing.py) --
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not self._adapter_only():
-            return
-        strip_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
-        checkpoint["lit_pref_base"] = {"policy": self.policy_spec, "fingerprint": self.base_fingerprint()}
+        if adapter_only(self.policy, sharded=self.device_mesh is not None):
+            save_adapter(checkpoint, self.policy, self.policy_spec)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        base = checkpoint.get("lit_pref_base")
-        if base is None or self.policy is None:
-            return
-        if not self._adapter_only():
-            raise ConfigError(
-                f"this checkpoint holds a LoRA adapter trained on {base['policy']!r} but not its base weights; "
-                "resume it with the same model.init_args.lora settings (and without FSDP2 sharding)"
-            )
-        if base["fingerprint"] != self.base_fingerprint():
-            raise ConfigError(
-                f"this checkpoint's LoRA adapter was trained on a base model (model.init_args.policy = "
-                f"{base['policy']!r}, fingerprint {base['fingerprint'][:12]}) that differs from the one loaded now "
-                f"from {self.policy_spec!r} (fingerprint {self.base_fingerprint()[:12]}): point "
-                "model.init_args.policy at the checkpoint's base model"
-            )
-        restore_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
-
-    # -- export -------------------------------------------------------------------------------------------
-    def model_for_export(self, merge_lora: bool = True, name: str = "policy") -> nn.Module:
-        """A trained model (the policy by default) as a plain HF model (LoRA merged into a copy) or, with
-        merge_lora=False, as an adapter."""
-        model = self.trained_models()[name]
-        if is_peft(model) and merge_lora:
-            import copy
-
-            return copy.deepcopy(model).merge_and_unload()
-        return model
+        if self.policy is not None:
+            adapter = adapter_only(self.policy, sharded=self.device_mesh is not None)
+            load_adapter(checkpoint, self.policy, self.policy_spec, adapter)
 
 
 def reward_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:

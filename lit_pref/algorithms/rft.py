@@ -27,7 +27,7 @@ from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import bradley_terry_loss, kl_regularized_reinforce_loss
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.companions import CompanionModel
-from lit_pref.models.loading import LoraSettings, load_sequence_scorer, prepare_trainable
+from lit_pref.models.loading import LoraSettings, build_trainable, load_sequence_scorer
 from lit_pref.models.scoring import last_token_scores
 from lit_pref.sampling import SamplingConfig
 
@@ -125,8 +125,7 @@ class RFT(OnlineModule):
                 "policy's tokenizer"
             )
         lora = self.reward_lora if self.reward_lora is not None else self.lora
-        self.reward_model = prepare_trainable(model, lora, self.hparams.gradient_checkpointing, "SEQ_CLS")
-        self.reward_model.train()
+        self.reward_model = build_trainable(model, lora, self.hparams.gradient_checkpointing, "SEQ_CLS")
 
     def trained_models(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "reward_model": self.reward_model}
