@@ -112,10 +112,11 @@ class PolicyModule(pl.LightningModule):
         ):
             check_range(f"model.init_args.{name}", value, ge=low)
         self.save_hyperparameters(ignore=list(self.object_args))
-        self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
-        # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+        # Settings: the plain values as given in self.hparams (checkpoints load with torch.load(weights_only=True)),
+        # the grouped ones as typed attributes built from them: optimization, lora, sampling.
+        self.sampling = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         if sampling is not None:
-            self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling_config)
+            self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling)
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
@@ -278,18 +279,18 @@ class PolicyModule(pl.LightningModule):
         when the Trainer runs on several processes (FSDP2 needs every rank in every forward)."""
         synced = self._trainer is not None and self.trainer.world_size > 1
         default_new = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
-        return generate(model if model is not None else self.policy, self.tokenizer, prompts, config,
-                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced,
-                        processors=processors)  # fmt: skip
+        model = self.policy if model is None else model
+        options = {"batch_size": batch_size, "seed": seed, "synced_gpus": synced, "processors": processors}
+        return generate(model, self.tokenizer, prompts, config, max_new_tokens=default_new, **options)
 
     def renderer(self) -> Renderer:
         """Renders (prompt, response) texts exactly as the training rows were (the data module's settings)."""
-        return Renderer(self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length,
-                        self.hparams.text_as_chat)  # fmt: skip
+        h = self.hparams
+        return Renderer(self.tokenizer, h.max_length, h.max_prompt_length, h.text_as_chat)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One completion per prompt with `sampling` (default: greedy); rows {prompt, response}."""
-        out = self.sample(prompt_lists(batch), self.sampling_config or GREEDY, batch_size=len(batch["index"]))
+        out = self.sample(prompt_lists(batch), self.sampling or GREEDY, batch_size=len(batch["index"]))
         return [{"prompt": p, "response": t} for p, t in zip(prompt_texts(batch, self.tokenizer), out.texts)]
 
     # -- steps --------------------------------------------------------------------------------------------

@@ -91,11 +91,11 @@ class RFT(OnlineModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        for name, value, bounds in (("beta", beta, {"ge": 0}), ("num_samples", num_samples, {"ge": 2}),
-                                    ("reward_lr", reward_lr, {"ge": 0}),
-                                    ("preference_weight", preference_weight, {"ge": 0}),
-                                    ("reward_warmup_steps", reward_warmup_steps, {"ge": 0})):  # fmt: skip
-            check_range(f"model.init_args.{name}", value, **bounds)
+        check_range("model.init_args.beta", beta, ge=0)
+        check_range("model.init_args.num_samples", num_samples, ge=2)
+        check_range("model.init_args.reward_lr", reward_lr, ge=0)
+        check_range("model.init_args.preference_weight", preference_weight, ge=0)
+        check_range("model.init_args.reward_warmup_steps", reward_warmup_steps, ge=0)
         if self.updates_per_rollout != 1:
             raise ConfigError(
                 "RFT's policy step is on-policy REINFORCE: set model.init_args.updates_per_rollout to 1 "
@@ -104,7 +104,7 @@ class RFT(OnlineModule):
         self.beta, self.num_samples, self.reward_model_spec = beta, num_samples, reward_model
         self.reward_lr, self.preference_weight = reward_lr, preference_weight
         self.reward_warmup_steps = reward_warmup_steps
-        self.rollout_sampling = self.sampling_config or SamplingConfig()
+        self.rollout_sampling = self.sampling or SamplingConfig()
         if not self.rollout_sampling.do_sample:
             raise ConfigError(
                 "RFT needs K different samples per prompt: model.init_args.sampling.do_sample must be true"
@@ -148,8 +148,8 @@ class RFT(OnlineModule):
 
     def rewards(self, seqs: dict[str, Tensor]) -> Tensor:
         """r_phi(x, y) of each prompt + response row (at its last token)."""
-        return last_token_scores(self.reward_model, seqs["input_ids"], seqs["attention_mask"], seqs["labels"],
-                                 self.layout)  # fmt: skip
+        ids, mask, labels = seqs["input_ids"], seqs["attention_mask"], seqs["labels"]
+        return last_token_scores(self.reward_model, ids, mask, labels, self.layout)
 
     # -- rollout: K samples per prompt from the policy, and the initial model's log-probs of them ----------------
     def rollout(self, batch: dict[str, Any]) -> RFTRollout:
