@@ -2,8 +2,9 @@
 
 An algorithm subclass adds only its loss (`compute_loss`), its extra companion models (`companions`) and the
 row formats it accepts. Nothing here writes a training loop: Lightning's Trainer runs it. The parts that are
-not the module's own live beside it: building, sharding and adapter checkpoints in lit_pref.models, the
-optimizer and LR schedule in algorithms/optimization.py, export in callbacks/export.py.
+not the module's own live beside it: the companion registry in algorithms/companion_host.py, building,
+sharding and adapter checkpoints in lit_pref.models, the optimizer and LR schedule in
+algorithms/optimization.py, export in callbacks/export.py.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import Tensor, nn
 
+from lit_pref.algorithms.companion_host import CompanionHost
 from lit_pref.algorithms.optimization import OptimizerSettings, Schedule, configure_adamw
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.checkpointing import adapter_only, load_adapter, save_adapter
-from lit_pref.models.companions import CompanionModel, RefreshableCopy
+from lit_pref.models.companions import CompanionModel
 from lit_pref.models.loading import (
     DType,
     LoraSettings,
@@ -35,7 +37,7 @@ from lit_pref.models.sharding import shard_models
 from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
 
 
-class PolicyModule(pl.LightningModule):
+class PolicyModule(CompanionHost, pl.LightningModule):
     """Base LightningModule of lit_pref algorithms (not used on its own).
 
     Args:
@@ -112,8 +114,8 @@ class PolicyModule(pl.LightningModule):
         ):
             check_range(f"model.init_args.{name}", value, ge=low)
         self.save_hyperparameters(ignore=list(self.object_args))
-        # Settings: the plain values as given in self.hparams (checkpoints load with torch.load(weights_only=True)),
-        # the grouped ones as typed attributes built from them: optimization, lora, sampling.
+        # Settings: plain values as given in self.hparams (so checkpoints load with weights_only=True), grouped
+        # ones as typed attributes built from them: self.optimization, self.lora, self.sampling.
         self.sampling = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         if sampling is not None:
             self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling)
@@ -123,26 +125,6 @@ class PolicyModule(pl.LightningModule):
         self._step_started: float | None = None
 
     # -- models -------------------------------------------------------------------------------------------
-    def companions(self) -> dict[str, CompanionModel]:
-        """The frozen companion models in use, by attribute name: every CompanionModel attribute of the module
-        (an algorithm's own, and those callbacks added with `add_companion`)."""
-        return {name: m for name, m in self.named_children() if isinstance(m, CompanionModel)}
-
-    def add_companion(self, name: str, provider: CompanionModel) -> CompanionModel:
-        """Register another frozen model (e.g. RewardEvaluation's starting policy) before `configure_model`, so
-        it is attached, moved and sharded like the algorithm's own; returns the registered provider."""
-        existing = getattr(self, name, None)
-        if existing is not None:
-            if isinstance(existing, CompanionModel) and type(existing) is type(provider):
-                return existing  # registered already (e.g. a second fit on the same module)
-            raise ConfigError(f"{type(self).__name__} already has an attribute {name!r}; pick another name")
-        if self.policy is not None:
-            raise ConfigError(
-                f"add_companion({name!r}) must run before the model is configured (in a callback's setup)"
-            )
-        setattr(self, name, provider)
-        return provider
-
     @property
     def policy_spec(self) -> str:
         return self.hparams.policy or self.hparams.tokenizer
@@ -175,9 +157,7 @@ class PolicyModule(pl.LightningModule):
             self.load_policy(), self.lora, h.gradient_checkpointing, self.lora_task_type(), h.disable_dropout
         )
         self.build_extra_models()
-        for provider in self.companions().values():
-            provider.use_layout(self.layout)
-            provider.attach(self)
+        self.attach_companions()
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
             shard_models(
                 self.trained_models().values(),
@@ -221,39 +201,6 @@ class PolicyModule(pl.LightningModule):
                 f"rows{detected}. Point data.train at suitable data, or set data.format / data.columns (map the "
                 "needed columns to yours)"
             )
-
-    def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
-        """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
-        returns its refresh count. Callbacks (MagnetUpdate) change companions only through this method."""
-        provider = self.refreshable(name)
-        if ema_decay is None:
-            provider.refresh_from(self.policy)
-        else:
-            provider.ema_update(self.policy, ema_decay)
-        return int(provider.refreshes)
-
-    def refreshable(self, name: str) -> RefreshableCopy:
-        """The RefreshableCopy companion `name`; a ConfigError naming the option if it is something else."""
-        provider = self.companions().get(name)
-        if not isinstance(provider, RefreshableCopy):
-            raise ConfigError(
-                f"{type(self).__name__}.{name} is {type(provider).__name__ if provider else 'not a companion'}, "
-                f"not a lit_pref.RefreshableCopy: set model.init_args.{name}: lit_pref.RefreshableCopy to refresh it"
-            )
-        return provider
-
-    def _prepare_companions(self) -> None:
-        for provider in self.companions().values():
-            provider.prepare(self)
-
-    def on_fit_start(self) -> None:
-        self._prepare_companions()
-
-    def on_validation_start(self) -> None:
-        self._prepare_companions()
-
-    def on_test_start(self) -> None:
-        self._prepare_companions()
 
     # -- log-probs and generation -------------------------------------------------------------------------
     @property
