@@ -1,43 +1,44 @@
-"""The common base of every algorithm: policy, optimizer, log-probs, generation, metrics, companions, export.
+"""The common base of every algorithm: the policy, its companions, log-probs, generation, steps and metrics.
 
 An algorithm subclass adds only its loss (`compute_loss`), its extra companion models (`companions`) and the
-data it needs (`data_needs`). Nothing here writes a training loop: Lightning's Trainer runs it.
+data it needs (`data_needs`). Nothing here writes a training loop: Lightning's Trainer runs it. The parts that
+are not the module's own live beside it: the companion registry in algorithms/companion_host.py, building,
+sharding and adapter checkpoints in lit_pref.models, the optimizer and LR schedule in
+algorithms/optimization.py, export in callbacks/export.py.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch import Tensor, nn
 
+from lit_pref.algorithms.companion_host import CompanionHost
+from lit_pref.algorithms.optimization import OptimizerSettings, Schedule, configure_adamw
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.needs import DataNeeds
 from lit_pref.data.render import Renderer
 from lit_pref.errors import ConfigError, check_range
-from lit_pref.models.checkpointing import fingerprint, frozen_state, restore_frozen, strip_frozen
-from lit_pref.models.companions import CompanionModel, RefreshableCopy
+from lit_pref.models.checkpointing import adapter_only, load_adapter, save_adapter
+from lit_pref.models.companions import CompanionModel
 from lit_pref.models.loading import (
     DType,
     LoraSettings,
-    is_peft,
+    build_trainable,
     load_causal_lm,
     load_tokenizer,
     model_fingerprint,
-    prepare_trainable,
 )
 from lit_pref.models.logprobs import MAX_LOGITS_ELEMENTS, TokenLogps, sequence_logps
 from lit_pref.models.packing import SequenceLayout
+from lit_pref.models.sharding import shard_models
 from lit_pref.sampling import GREEDY, Generation, SamplingConfig, generate
 
-Schedule = Literal["constant", "linear", "cosine"]
 
-
-class PolicyModule(pl.LightningModule):
+class PolicyModule(CompanionHost, pl.LightningModule):
     """Base LightningModule of lit_pref algorithms (not used on its own).
 
     Args:
@@ -113,44 +114,26 @@ class PolicyModule(pl.LightningModule):
         sampling: SamplingConfig | None = None,
     ):
         super().__init__()
-        for name, value, bounds in (("lr", lr, {"ge": 0}), ("weight_decay", weight_decay, {"ge": 0}),
-                                    ("warmup_steps", warmup_steps, {"ge": 0}), ("max_length", max_length, {"ge": 2}),
-                                    ("max_prompt_length", max_prompt_length, {"ge": 1}),
-                                    ("max_logits_elements", max_logits_elements, {"ge": 1}),
-                                    ("pack_tokens", pack_tokens, {"ge": 1})):  # fmt: skip
-            check_range(f"model.init_args.{name}", value, **bounds)
+        self.optimization = OptimizerSettings(lr, weight_decay, warmup_steps, lr_schedule)
+        for name, value, low in (
+            ("max_length", max_length, 2),
+            ("max_prompt_length", max_prompt_length, 1),
+            ("max_logits_elements", max_logits_elements, 1),
+            ("pack_tokens", pack_tokens, 1),
+        ):
+            check_range(f"model.init_args.{name}", value, ge=low)
         self.save_hyperparameters(ignore=list(self.object_args))
-        self.sampling_config = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
-        # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+        # Settings: plain values as given in self.hparams (so checkpoints load with weights_only=True), grouped
+        # ones as typed attributes built from them: self.optimization, self.lora, self.sampling.
+        self.sampling = SamplingConfig(**sampling) if isinstance(sampling, dict) else sampling
         if sampling is not None:
-            self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling_config)
+            self.hparams.sampling = self._hparams_initial.sampling = asdict(self.sampling)
         self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
         self.policy: nn.Module | None = None
         self.tokenizer = None
         self._step_started: float | None = None
-        self._base_fingerprint: str | None = None
 
     # -- models -------------------------------------------------------------------------------------------
-    def companions(self) -> dict[str, CompanionModel]:
-        """The frozen companion models in use, by attribute name: every CompanionModel attribute of the module
-        (an algorithm's own, and those callbacks added with `add_companion`)."""
-        return {name: m for name, m in self.named_children() if isinstance(m, CompanionModel)}
-
-    def add_companion(self, name: str, provider: CompanionModel) -> CompanionModel:
-        """Register another frozen model (e.g. RewardEvaluation's starting policy) before `configure_model`, so
-        it is attached, moved and sharded like the algorithm's own; returns the registered provider."""
-        existing = getattr(self, name, None)
-        if existing is not None:
-            if isinstance(existing, CompanionModel) and type(existing) is type(provider):
-                return existing  # registered already (e.g. a second fit on the same module)
-            raise ConfigError(f"{type(self).__name__} already has an attribute {name!r}; pick another name")
-        if self.policy is not None:
-            raise ConfigError(
-                f"add_companion({name!r}) must run before the model is configured (in a callback's setup)"
-            )
-        setattr(self, name, provider)
-        return provider
-
     @property
     def policy_spec(self) -> str:
         return self.hparams.policy or self.hparams.tokenizer
@@ -177,22 +160,21 @@ class PolicyModule(pl.LightningModule):
         """Build the policy and attach companions; Lightning calls this inside the strategy's context."""
         if self.policy is not None:
             return
-        self.tokenizer = load_tokenizer(self.hparams.tokenizer)
-        model = self.load_policy()
-        if self.hparams.disable_dropout:
-            for m in model.modules():
-                if isinstance(m, nn.Dropout):
-                    m.p = 0.0
-        self.policy = prepare_trainable(
-            model, self.lora, self.hparams.gradient_checkpointing, self.lora_task_type()
+        h = self.hparams
+        self.tokenizer = load_tokenizer(h.tokenizer)
+        self.policy = build_trainable(
+            self.load_policy(), self.lora, h.gradient_checkpointing, self.lora_task_type(), h.disable_dropout
         )
-        self.policy.train()  # from_pretrained returns eval mode
         self.build_extra_models()
-        for provider in self.companions().values():
-            provider.use_layout(self.layout)
-            provider.attach(self)
+        self.attach_companions()
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 over the data-parallel dimension
-            self._shard(self.device_mesh["data_parallel"])
+            shard_models(
+                self.trained_models().values(),
+                self.companions().values(),
+                self.device_mesh["data_parallel"],
+                h.fsdp_param_dtype,
+                h.fsdp_offload_frozen,
+            )
 
     def build_extra_models(self) -> None:
         """Build the models a method trains beside the policy (RFT's reward model); runs in `configure_model`
@@ -201,17 +183,6 @@ class PolicyModule(pl.LightningModule):
     def trained_models(self) -> dict[str, nn.Module]:
         """Every model this module trains, by attribute name: sharded, optimized and exported alike."""
         return {"policy": self.policy}
-
-    def _shard(self, mesh) -> None:
-        from lit_pref.models.sharding import shard
-
-        dtype, offload = self.hparams.fsdp_param_dtype, self.hparams.fsdp_offload_frozen
-        for model in self.trained_models().values():
-            shard(model, mesh, frozen=False, param_dtype=dtype)
-        for provider in self.companions().values():
-            provider.keep_in_checkpoints()  # sharded checkpoints are loaded strictly, so they hold every shard
-            for model in provider.frozen_models():
-                shard(model, mesh, frozen=True, param_dtype=dtype, offload_frozen=offload)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -228,39 +199,6 @@ class PolicyModule(pl.LightningModule):
             self.hparams[key] = value
             if getattr(self, "_hparams_initial", None) is not None:
                 self._hparams_initial[key] = value
-
-    def refresh_companion(self, name: str, ema_decay: float | None = None) -> int:
-        """Refresh a RefreshableCopy companion from the policy (hard copy, or parameter EMA with `ema_decay`);
-        returns its refresh count. Callbacks (MagnetUpdate) change companions only through this method."""
-        provider = self.refreshable(name)
-        if ema_decay is None:
-            provider.refresh_from(self.policy)
-        else:
-            provider.ema_update(self.policy, ema_decay)
-        return int(provider.refreshes)
-
-    def refreshable(self, name: str) -> RefreshableCopy:
-        """The RefreshableCopy companion `name`; a ConfigError naming the option if it is something else."""
-        provider = self.companions().get(name)
-        if not isinstance(provider, RefreshableCopy):
-            raise ConfigError(
-                f"{type(self).__name__}.{name} is {type(provider).__name__ if provider else 'not a companion'}, "
-                f"not a lit_pref.RefreshableCopy: set model.init_args.{name}: lit_pref.RefreshableCopy to refresh it"
-            )
-        return provider
-
-    def _prepare_companions(self) -> None:
-        for provider in self.companions().values():
-            provider.prepare(self)
-
-    def on_fit_start(self) -> None:
-        self._prepare_companions()
-
-    def on_validation_start(self) -> None:
-        self._prepare_companions()
-
-    def on_test_start(self) -> None:
-        self._prepare_companions()
 
     # -- log-probs and generation -------------------------------------------------------------------------
     @property
@@ -286,18 +224,18 @@ class PolicyModule(pl.LightningModule):
         when the Trainer runs on several processes (FSDP2 needs every rank in every forward)."""
         synced = self._trainer is not None and self.trainer.world_size > 1
         default_new = max(self.hparams.max_length - self.hparams.max_prompt_length, 1)
-        return generate(model if model is not None else self.policy, self.tokenizer, prompts, config,
-                        batch_size=batch_size, seed=seed, max_new_tokens=default_new, synced_gpus=synced,
-                        processors=processors)  # fmt: skip
+        model = self.policy if model is None else model
+        options = {"batch_size": batch_size, "seed": seed, "synced_gpus": synced, "processors": processors}
+        return generate(model, self.tokenizer, prompts, config, max_new_tokens=default_new, **options)
 
     def renderer(self) -> Renderer:
         """Renders (prompt, response) texts exactly as the training rows were (the data module's settings)."""
-        return Renderer(self.tokenizer, self.hparams.max_length, self.hparams.max_prompt_length,
-                        self.hparams.text_as_chat)  # fmt: skip
+        h = self.hparams
+        return Renderer(self.tokenizer, h.max_length, h.max_prompt_length, h.text_as_chat)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One completion per prompt with `sampling` (default: greedy); rows {prompt, response}."""
-        out = self.sample(prompt_lists(batch), self.sampling_config or GREEDY, batch_size=len(batch["index"]))
+        out = self.sample(prompt_lists(batch), self.sampling or GREEDY, batch_size=len(batch["index"]))
         return [{"prompt": p, "response": t} for p, t in zip(prompt_texts(batch, self.tokenizer), out.texts)]
 
     # -- steps --------------------------------------------------------------------------------------------
@@ -351,27 +289,11 @@ class PolicyModule(pl.LightningModule):
         """AdamW parameter groups (a method with a second trained model gives it its own group and lr)."""
         return [{"params": [p for p in self.policy.parameters() if p.requires_grad]}]
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over `param_groups` with the LR schedule of `optimization` (algorithms/optimization.py)."""
+        return configure_adamw(
+            self.param_groups(), self.optimization, self.schedule_origin, self.schedule_horizon
         )
-        warmup, schedule = self.hparams.warmup_steps, self.hparams.lr_schedule
-        horizon: list[int] = []  # asked for once, when first needed
-
-        def factor(step: int) -> float:
-            step -= self.schedule_origin()
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant" or step <= warmup:
-                return 1.0
-            # asked only once training runs: the horizon may depend on the training data's size
-            if not horizon:
-                horizon.append(self.schedule_horizon())
-            progress = min((step - warmup) / max(horizon[0] - warmup, 1), 1.0)
-            return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def schedule_horizon(self) -> int:
         """Optimizer steps the LR schedule spans (a method that restarts it, as IRFT per stage, spans less)."""
@@ -381,52 +303,15 @@ class PolicyModule(pl.LightningModule):
         """The optimizer step at which the LR schedule (warm-up, decay) last started."""
         return 0
 
-    # -- checkpoints --------------------------------------------------------------------------------------
-    def _adapter_only(self) -> bool:
-        """LoRA without FSDP2 sharding: checkpoints hold the adapter, not the frozen base (sharded checkpoints
-        are loaded strictly, shard by shard, so they keep every weight)."""
-        return self.policy is not None and is_peft(self.policy) and self.device_mesh is None
-
-    def base_fingerprint(self) -> str:
-        """SHA-256 of the policy's frozen base weights (computed once: they never change)."""
-        if self._base_fingerprint is None:
-            self._base_fingerprint = fingerprint(frozen_state(self.policy))
-        return self._base_fingerprint
-
+    # -- checkpoints: a LoRA policy (unsharded) saves its adapter, not the frozen base (models/checkpointing.py) --
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not self._adapter_only():
-            return
-        strip_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
-        checkpoint["lit_pref_base"] = {"policy": self.policy_spec, "fingerprint": self.base_fingerprint()}
+        if adapter_only(self.policy, sharded=self.device_mesh is not None):
+            save_adapter(checkpoint, self.policy, self.policy_spec)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        base = checkpoint.get("lit_pref_base")
-        if base is None or self.policy is None:
-            return
-        if not self._adapter_only():
-            raise ConfigError(
-                f"this checkpoint holds a LoRA adapter trained on {base['policy']!r} but not its base weights; "
-                "resume it with the same model.init_args.lora settings (and without FSDP2 sharding)"
-            )
-        if base["fingerprint"] != self.base_fingerprint():
-            raise ConfigError(
-                f"this checkpoint's LoRA adapter was trained on a base model (model.init_args.policy = "
-                f"{base['policy']!r}, fingerprint {base['fingerprint'][:12]}) that differs from the one loaded now "
-                f"from {self.policy_spec!r} (fingerprint {self.base_fingerprint()[:12]}): point "
-                "model.init_args.policy at the checkpoint's base model"
-            )
-        restore_frozen(checkpoint["state_dict"], "policy.", frozen_state(self.policy))
-
-    # -- export -------------------------------------------------------------------------------------------
-    def model_for_export(self, merge_lora: bool = True, name: str = "policy") -> nn.Module:
-        """A trained model (the policy by default) as a plain HF model (LoRA merged into a copy) or, with
-        merge_lora=False, as an adapter."""
-        model = self.trained_models()[name]
-        if is_peft(model) and merge_lora:
-            import copy
-
-            return copy.deepcopy(model).merge_and_unload()
-        return model
+        if self.policy is not None:
+            adapter = adapter_only(self.policy, sharded=self.device_mesh is not None)
+            load_adapter(checkpoint, self.policy, self.policy_spec, adapter)
 
 
 def reward_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:

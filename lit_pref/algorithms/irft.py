@@ -95,7 +95,7 @@ class IRFT(OnlineModule):
         self.reset_optimizer_per_stage, self.mix_previous = reset_optimizer_per_stage, mix_previous
         self.average_log_prob = average_log_prob
         self.reference = reference if reference is not None else RefreshableCopy()
-        self.rollout_sampling = self.sampling_config or GREEDY
+        self.rollout_sampling = self.sampling or GREEDY
         self.register_buffer("stage", torch.full((), -1, dtype=torch.long))
         self.register_buffer("stage_start_step", torch.zeros((), dtype=torch.long))
         self._negatives: dict[int, list[int]] = {}  # row index -> the stage reference's response
@@ -174,9 +174,9 @@ class IRFT(OnlineModule):
         missing = [i for i, key in enumerate(keys) if key not in cache]
         spent = TokenCount()
         if missing:
-            config = self.rollout_sampling
-            out = self.sample([prompts[i] for i in missing], config, model=self.reference.sampling_model(),
-                              seed=self.rollout_seed(config.seed), batch_size=len(missing))  # fmt: skip
+            config, model = self.rollout_sampling, self.reference.sampling_model()
+            seed = self.rollout_seed(config.seed)
+            out = self.sample([prompts[i] for i in missing], config, model, seed, batch_size=len(missing))
             spent = TokenCount.of(out)
             fresh = dict(zip(missing, out.completions))
         negatives = [fresh[i] if i in missing else cache[key] for i, key in enumerate(keys)]

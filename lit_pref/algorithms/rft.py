@@ -28,7 +28,7 @@ from lit_pref.errors import ConfigError, check_range
 from lit_pref.losses import bradley_terry_loss, kl_regularized_reinforce_loss
 from lit_pref.models.batching import sequences_batch
 from lit_pref.models.companions import CompanionModel
-from lit_pref.models.loading import LoraSettings, load_sequence_scorer, prepare_trainable
+from lit_pref.models.loading import LoraSettings, build_trainable, load_sequence_scorer
 from lit_pref.models.scoring import last_token_scores
 from lit_pref.sampling import SamplingConfig
 
@@ -92,11 +92,11 @@ class RFT(OnlineModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        for name, value, bounds in (("beta", beta, {"ge": 0}), ("num_samples", num_samples, {"ge": 2}),
-                                    ("reward_lr", reward_lr, {"ge": 0}),
-                                    ("preference_weight", preference_weight, {"ge": 0}),
-                                    ("reward_warmup_steps", reward_warmup_steps, {"ge": 0})):  # fmt: skip
-            check_range(f"model.init_args.{name}", value, **bounds)
+        check_range("model.init_args.beta", beta, ge=0)
+        check_range("model.init_args.num_samples", num_samples, ge=2)
+        check_range("model.init_args.reward_lr", reward_lr, ge=0)
+        check_range("model.init_args.preference_weight", preference_weight, ge=0)
+        check_range("model.init_args.reward_warmup_steps", reward_warmup_steps, ge=0)
         if self.updates_per_rollout != 1:
             raise ConfigError(
                 "RFT's policy step is on-policy REINFORCE: set model.init_args.updates_per_rollout to 1 "
@@ -105,7 +105,7 @@ class RFT(OnlineModule):
         self.beta, self.num_samples, self.reward_model_spec = beta, num_samples, reward_model
         self.reward_lr, self.preference_weight = reward_lr, preference_weight
         self.reward_warmup_steps = reward_warmup_steps
-        self.rollout_sampling = self.sampling_config or SamplingConfig()
+        self.rollout_sampling = self.sampling or SamplingConfig()
         if not self.rollout_sampling.do_sample:
             raise ConfigError(
                 "RFT needs K different samples per prompt: model.init_args.sampling.do_sample must be true"
@@ -126,15 +126,14 @@ class RFT(OnlineModule):
                 "policy's tokenizer"
             )
         lora = self.reward_lora if self.reward_lora is not None else self.lora
-        self.reward_model = prepare_trainable(model, lora, self.hparams.gradient_checkpointing, "SEQ_CLS")
-        self.reward_model.train()
+        self.reward_model = build_trainable(model, lora, self.hparams.gradient_checkpointing, "SEQ_CLS")
 
     def trained_models(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "reward_model": self.reward_model}
 
     def param_groups(self) -> list[dict[str, Any]]:
         reward = [p for p in self.reward_model.parameters() if p.requires_grad]
-        lr = self.reward_lr if self.reward_lr is not None else self.hparams.lr
+        lr = self.reward_lr if self.reward_lr is not None else self.optimization.lr
         return [*super().param_groups(), {"params": reward, "lr": lr}]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
@@ -150,8 +149,8 @@ class RFT(OnlineModule):
 
     def rewards(self, seqs: dict[str, Tensor]) -> Tensor:
         """r_phi(x, y) of each prompt + response row (at its last token)."""
-        return last_token_scores(self.reward_model, seqs["input_ids"], seqs["attention_mask"], seqs["labels"],
-                                 self.layout)  # fmt: skip
+        ids, mask, labels = seqs["input_ids"], seqs["attention_mask"], seqs["labels"]
+        return last_token_scores(self.reward_model, ids, mask, labels, self.layout)
 
     # -- rollout: K samples per prompt from the policy, and the initial model's log-probs of them ----------------
     def rollout(self, batch: dict[str, Any]) -> RFTRollout:

@@ -80,7 +80,7 @@ class SelfPlay(OnlineModule):
                 "responses)"
             )
         self.oracle, self.eta, self.num_samples, self.exact = oracle, eta, num_samples, exact
-        self.rollout_sampling = self.sampling_config or SamplingConfig(max_new_tokens=32)
+        self.rollout_sampling = self.sampling or SamplingConfig(max_new_tokens=32)
 
     @property
     def iterations(self) -> Tensor:

@@ -54,6 +54,18 @@ def check_finite(model, state: dict | None, name: str) -> None:
         )
 
 
+def exportable(model, merge_lora: bool = True):
+    """A trained model as it is saved: a plain HF model (a LoRA adapter merged into a copy) or, with
+    merge_lora=False, the adapter."""
+    from lit_pref.models.loading import is_peft
+
+    if is_peft(model) and merge_lora:
+        import copy
+
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
 def export_module(
     module, dirpath: str | Path, merge_lora: bool = True, is_writer: bool = True, name: str = "policy"
 ) -> Path | None:
@@ -70,7 +82,7 @@ def export_module(
         raise ConfigError(
             "ExportHF: merging LoRA into sharded weights is not supported; set merge_lora: false"
         )
-    model = trained if state is not None else module.model_for_export(merge_lora, name)
+    model = trained if state is not None else exportable(trained, merge_lora)
     check_finite(model, state, name)  # under FSDP2 only the writer holds the gathered weights
     if not is_writer:
         return None

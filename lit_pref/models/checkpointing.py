@@ -8,9 +8,14 @@ with weights it was not trained against.
 from __future__ import annotations
 
 import hashlib
+import weakref
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lit_pref.errors import ConfigError
+from lit_pref.models.loading import is_peft
 
 
 def frozen_state(model: nn.Module) -> dict[str, Tensor]:
@@ -41,3 +46,50 @@ def restore_frozen(state_dict: dict, prefix: str, frozen: dict[str, Tensor]) -> 
     """Fill the frozen entries a stripped checkpoint lacks from the freshly loaded model (kept as they are)."""
     for name, value in frozen.items():
         state_dict.setdefault(prefix + name, value.detach())
+
+
+#: the checkpoint entry recording the frozen base an adapter-only checkpoint was trained on
+BASE_KEY = "lit_pref_base"
+_fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's frozen base weights (computed once per model: they never change)."""
+    if model not in _fingerprints:
+        _fingerprints[model] = fingerprint(frozen_state(model))
+    return _fingerprints[model]
+
+
+def adapter_only(model: nn.Module | None, sharded: bool) -> bool:
+    """LoRA without FSDP2 sharding: checkpoints hold the adapter, not the frozen base (sharded checkpoints are
+    loaded strictly, shard by shard, so they keep every weight)."""
+    return model is not None and is_peft(model) and not sharded
+
+
+def save_adapter(checkpoint: dict[str, Any], model: nn.Module, spec: str, prefix: str = "policy.") -> None:
+    """Drop `model`'s frozen base from a checkpoint; record its spec and fingerprint instead."""
+    strip_frozen(checkpoint["state_dict"], prefix, frozen_state(model))
+    checkpoint[BASE_KEY] = {"policy": spec, "fingerprint": base_fingerprint(model)}
+
+
+def load_adapter(
+    checkpoint: dict[str, Any], model: nn.Module, spec: str, adapter: bool, prefix: str = "policy."
+) -> None:
+    """Refill an adapter-only checkpoint's frozen base from `model` (loaded from `spec`), after checking the
+    run trains an adapter too (`adapter`) and that its base has the checkpoint's fingerprint."""
+    base = checkpoint.get(BASE_KEY)
+    if base is None:
+        return
+    if not adapter:
+        raise ConfigError(
+            f"this checkpoint holds a LoRA adapter trained on {base['policy']!r} but not its base weights; "
+            "resume it with the same model.init_args.lora settings (and without FSDP2 sharding)"
+        )
+    if base["fingerprint"] != base_fingerprint(model):
+        raise ConfigError(
+            f"this checkpoint's LoRA adapter was trained on a base model (model.init_args.policy = "
+            f"{base['policy']!r}, fingerprint {base['fingerprint'][:12]}) that differs from the one loaded now "
+            f"from {spec!r} (fingerprint {base_fingerprint(model)[:12]}): point "
+            "model.init_args.policy at the checkpoint's base model"
+        )
+    restore_frozen(checkpoint["state_dict"], prefix, frozen_state(model))

@@ -183,6 +183,24 @@ def prepare_trainable(
     return get_peft_model(model, config)
 
 
+def build_trainable(
+    model: nn.Module,
+    lora: LoraSettings | None,
+    gradient_checkpointing: bool,
+    task_type: str = "CAUSAL_LM",
+    disable_dropout: bool = False,
+) -> nn.Module:
+    """A loaded model ready to train: dropout off in its own layers (not an adapter's) when asked, then
+    `prepare_trainable`, in training mode (from_pretrained returns eval mode)."""
+    if disable_dropout:
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    model = prepare_trainable(model, lora, gradient_checkpointing, task_type)
+    model.train()
+    return model
+
+
 def is_peft(model: nn.Module) -> bool:
     try:
         from peft import PeftModel

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from lit_pref.models.companions import CompanionModel
 
 
 def decoder_blocks(model: nn.Module) -> list[nn.Module]:
@@ -32,3 +38,20 @@ def shard(
     for block in decoder_blocks(model):
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
+
+
+def shard_models(
+    trained: Iterable[nn.Module],
+    companions: Iterable[CompanionModel],
+    mesh,
+    param_dtype: str | None = None,
+    offload_frozen: bool = False,
+) -> None:
+    """FSDP2 over `mesh`: every trained model, and every companion's frozen models (which then keep their
+    weights in checkpoints: sharded checkpoints are loaded strictly, so they hold every shard)."""
+    for model in trained:
+        shard(model, mesh, frozen=False, param_dtype=param_dtype)
+    for provider in companions:
+        provider.keep_in_checkpoints()
+        for model in provider.frozen_models():
+            shard(model, mesh, frozen=True, param_dtype=param_dtype, offload_frozen=offload_frozen)
