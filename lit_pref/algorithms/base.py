@@ -21,7 +21,7 @@ from lit_pref.algorithms.optimization import OptimizerSettings, Schedule, config
 from lit_pref.data.collate import prompt_lists, prompt_texts
 from lit_pref.data.needs import DataNeeds
 from lit_pref.data.render import Renderer
-from lit_pref.errors import ConfigError, check_range
+from lit_pref.errors import check_range
 from lit_pref.models.checkpointing import adapter_only, load_adapter, save_adapter
 from lit_pref.models.companions import CompanionModel
 from lit_pref.models.loading import (

@@ -223,10 +223,7 @@ def main(argv: list[str]) -> None:
 
     p = parser()
     cfg = p.parse_args(argv)
-    for option, value in (("chunk_size", cfg.chunk_size), ("batch_size", cfg.batch_size),
-                          ("max_new_tokens", cfg.max_new_tokens)):  # fmt: skip
-        if value < 1:
-            raise ConfigError(f"sample: --{option} must be >= 1, got {value}")
+    check_counts(cfg)
     out = Path(cfg.out)
     check_out(out)
     from lit_pref.models.loading import load_tokenizer
@@ -238,36 +235,60 @@ def main(argv: list[str]) -> None:
     parts = out.with_name(out.name + ".parts")
     prompts = read_prompts(cfg.prompts, cfg.split, cfg.task_options, cfg.preference, cfg.max_rows)
     chunks = SampleChunks(cfg, init.sampler, init.reward, prompts, parts)
-    num_chunks = chunks.num_chunks
     check_resumable(parts, cfg, text_as_chat)
-    if stale := chunks.stale_parts():
-        print(f"sample: {len(stale)} finished chunks were sampled from other prompts (edited since): sampling them "
-              "again")  # fmt: skip
-        for path in stale:
-            path.unlink(missing_ok=True)  # several ranks may remove the same file
-    pending = [c for c in range(num_chunks) if not chunks.part(c).exists()]
-    if len(pending) < num_chunks:
-        print(f"sample: resuming, {num_chunks - len(pending)} of {num_chunks} chunks already done")
+    pending = resume(chunks)
     started = time.monotonic()
     module = _module(cfg, chunks, tokenizer, text_as_chat)
-    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False,
-                         enable_model_summary=False)  # fmt: skip
-    loader = torch.utils.data.DataLoader(torch.tensor(pending or [0], dtype=torch.long), batch_size=1)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        logger=False,
+        enable_model_summary=False,
+    )
     if pending:
+        loader = torch.utils.data.DataLoader(torch.tensor(pending, dtype=torch.long), batch_size=1)
         trainer.predict(module, loader, return_predictions=False)
-    seconds = time.monotonic() - started
-    done_prompts = sum(d["prompts"] for d in module.done)
-    done_tokens = sum(d["tokens"] for d in module.done)
-    if trainer.global_rank == 0:
-        trainer.strategy.barrier()
-        missing = [c for c in range(num_chunks) if not chunks.part(c).exists()]
-        if missing:
-            raise RuntimeError(f"sample: chunks {missing[:5]} were not written; rerun to finish them")
-        n = merge(chunks, out)
-        print(f"sample: wrote {n} rows to {out}; this run sampled {done_prompts} prompts in {seconds:.1f} s "
-              f"({done_prompts / seconds:.2f} prompts/s, {done_tokens / seconds:.0f} tokens/s, rank 0)")  # fmt: skip
-    else:
-        trainer.strategy.barrier()
+    finish(trainer, chunks, out, module.done, time.monotonic() - started)
+
+
+def check_counts(cfg) -> None:
+    for option in ("chunk_size", "batch_size", "max_new_tokens"):
+        if getattr(cfg, option) < 1:
+            raise ConfigError(f"sample: --{option} must be >= 1, got {getattr(cfg, option)}")
+
+
+def resume(chunks: SampleChunks) -> list[int]:
+    """Remove the stale part files and say what a rerun resumes; the chunks still to sample."""
+    if stale := chunks.stale_parts():
+        print(
+            f"sample: {len(stale)} finished chunks were sampled from other prompts (edited since): sampling them "
+            "again"
+        )
+        for path in stale:
+            path.unlink(missing_ok=True)  # several ranks may remove the same file
+    pending = [c for c in range(chunks.num_chunks) if not chunks.part(c).exists()]
+    if len(pending) < chunks.num_chunks:
+        print(
+            f"sample: resuming, {chunks.num_chunks - len(pending)} of {chunks.num_chunks} chunks already done"
+        )
+    return pending
+
+
+def finish(trainer, chunks: SampleChunks, out: Path, done: list[dict[str, float]], seconds: float) -> None:
+    """Once every rank is done, rank 0 merges the parts into `out` and says what this run sampled."""
+    trainer.strategy.barrier()
+    if trainer.global_rank != 0:
+        return
+    missing = [c for c in range(chunks.num_chunks) if not chunks.part(c).exists()]
+    if missing:
+        raise RuntimeError(f"sample: chunks {missing[:5]} were not written; rerun to finish them")
+    n = merge(chunks, out)
+    prompts, tokens = sum(d["prompts"] for d in done), sum(d["tokens"] for d in done)
+    print(
+        f"sample: wrote {n} rows to {out}; this run sampled {prompts} prompts in {seconds:.1f} s "
+        f"({prompts / seconds:.2f} prompts/s, {tokens / seconds:.0f} tokens/s, rank 0)"
+    )
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -1,14 +1,19 @@
 """A DataLoader whose position inside an epoch is saved in checkpoints, so a resumed run sees the same batches;
-the samplers that order its rows; and the one trainer setting an epoch's length bounds."""
+the samplers that order its rows; the data module's batch settings that build them; and the one trainer setting
+an epoch's length bounds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
+
+from lit_pref.data.encoding import row_lengths, row_tokens
+from lit_pref.errors import DataError
 
 
 class EpochShuffleSampler(DistributedSampler):
@@ -220,6 +225,76 @@ class ResumableDataLoader(DataLoader):
         self.order.set_epoch(state["epoch"])
         self.order.skip = (state["batches"] // self.repeats) * self.skip_per_batch
         self._skip_repeats = state["batches"] % self.repeats
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the data module batches its rows (data.batch_size, batch_tokens, eval_batch_size, shuffle, seed,
+    num_workers, group_by_length): the loaders and samplers it builds."""
+
+    batch_size: int
+    batch_tokens: int | None
+    eval_batch_size: int
+    shuffle: bool
+    seed: int
+    num_workers: int
+    group_by_length: bool
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Batching:
+        """From the data module's settings (its argument names are these fields); eval_batch_size defaults to
+        batch_size."""
+        values = {f.name: settings[f.name] for f in fields(cls)}
+        return cls(**{**values, "eval_batch_size": settings["eval_batch_size"] or settings["batch_size"]})
+
+    def train_loader(self, dataset, collate_fn, repeats: int = 1) -> ResumableDataLoader:
+        """Training batches: `batch_tokens` tokens, else `batch_size` rows (the last partial batch dropped)."""
+        if self.batch_tokens is not None:
+            sizing = {"batch_sampler": self.token_batch_sampler(dataset)}
+        elif len(dataset) < self.batch_size:
+            raise DataError(
+                f"data.train has {len(dataset)} rows, fewer than data.batch_size={self.batch_size}"
+            )
+        else:
+            sizing = {
+                "batch_size": self.batch_size,
+                "sampler": self.train_sampler(dataset),
+                "drop_last": True,
+            }
+        return ResumableDataLoader(
+            dataset, collate_fn=collate_fn, num_workers=self.num_workers, repeats=repeats, **sizing
+        )
+
+    def eval_loader(self, dataset, collate_fn) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+        )
+
+    def train_sampler(self, dataset) -> EpochShuffleSampler:
+        if not self.group_by_length:
+            return EpochShuffleSampler(len(dataset), self.seed, self.shuffle)
+        return LengthGroupedSampler(row_lengths(dataset), self.batch_size, self.seed, self.shuffle)
+
+    def token_batch_sampler(self, dataset) -> TokenBatchSampler:
+        """Training batches of at most `batch_tokens` real tokens (said once, with the rows that exceed it)."""
+        sampler = TokenBatchSampler(row_tokens(dataset), self.batch_tokens, self.seed, self.shuffle)
+        rows = len(sampler.tokens) / (len(sampler) * sampler.num_replicas)
+        line = (
+            f"lit_pref: training batches hold at most data.batch_tokens={self.batch_tokens} tokens: {len(sampler)} "
+            f"batches per process and epoch, {rows:.1f} rows each on average (data.batch_size={self.batch_size} "
+            "sizes validation and test batches only)"
+        )
+        if sampler.oversized:
+            line += (
+                f"; {sampler.oversized} rows are longer than the budget (up to {max(sampler.tokens)} tokens) and "
+                "each forms a batch of its own"
+            )
+        rank_zero_info(line)
+        return sampler
 
 
 def fit_validation_interval(trainer, batches: int) -> None:

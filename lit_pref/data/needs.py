@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lit_pref.data.schema import FORMATS
+from lit_pref.data.schema import FORMATS, required_columns
 from lit_pref.errors import ConfigError
 
 #: settings of the data module a method's model must agree with (CLI links data.<key> -> model.init_args.<key>)
@@ -50,3 +50,18 @@ class DataNeeds:
             )
         if not isinstance(self.batch_repeats, int) or self.batch_repeats < 1:
             raise ConfigError(f"DataNeeds.batch_repeats must be an integer >= 1, got {self.batch_repeats!r}")
+
+
+def check_format(
+    needs: DataNeeds, row_format: str, columns: dict[str, str], detected: bool, train, method: str
+):
+    """Raise a ConfigError that says what to change when `method` cannot train on `row_format` rows (`detected`:
+    the format was detected from the columns of `train`, the data.train setting)."""
+    if row_format in needs.formats:
+        return
+    wanted = " or ".join(f"{f} rows (columns {required_columns(f, columns)})" for f in needs.formats)
+    raise ConfigError(
+        f"{method} trains on {wanted} but data.train ({train}) has {row_format} rows"
+        f"{' (detected from its columns)' if detected else ''}. Point data.train at suitable data, or set "
+        "data.format / data.columns (map the needed columns to yours)"
+    )

@@ -139,28 +139,44 @@ def _bins(sizes: list[int], capacity: int | None) -> list[list[int]]:
 def plan_layout(batch: dict[str, Tensor], layout: SequenceLayout, pad_id: int = 0) -> Layout:
     """The prefix-shared and/or packed layout of a right-padded batch (`input_ids`, `attention_mask`, and
     `labels` to tell prompts from responses; without labels nothing is shared)."""
-    ids_t, attn = batch["input_ids"], batch["attention_mask"]
-    lengths = attn.sum(-1).tolist()
-    ids = ids_t.tolist()
-    labels = batch["labels"].tolist() if batch.get("labels") is not None and layout.prefix_sharing else None
-    # groups: one prompt and the rows continuing it (a row on its own without sharing)
+    ids_t = batch["input_ids"]
+    split, members = _group_rows(batch, layout.prefix_sharing)
+    sizes = [len(split[g[0]][0]) + sum(len(split[b][1]) for b in g) for g in members]
+    rows = _bins(sizes, layout.pack_tokens)
+    width = max(sum(sizes[g] for g in row) for row in rows)
+    tokens, positions, group_of, segment_of, index = _place(rows, members, split, width, ids_t.shape, pad_id)
+    return Layout(
+        input_ids=tokens.to(ids_t.device),
+        position_ids=positions.to(ids_t.device),
+        attention_mask=block_mask(group_of, segment_of).to(ids_t.device),
+        index=index.to(ids_t.device),
+    )
+
+
+def _group_rows(batch: dict[str, Tensor], prefix_sharing: bool):
+    """Each row's (prompt, response) token lists, and the groups: one prompt and the rows continuing it (a row
+    on its own without sharing), as lists of row numbers."""
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    ids = batch["input_ids"].tolist()
+    labels = batch["labels"].tolist() if batch.get("labels") is not None and prefix_sharing else None
     groups: dict[object, list[int]] = {}
     split = []
     for b, n in enumerate(lengths):
         prompt, response = _segments(ids[b], labels[b] if labels else None, n)
         split.append((prompt, response))
         groups.setdefault(prompt if labels else b, []).append(b)
-    members = list(groups.values())
-    sizes = [len(split[g[0]][0]) + sum(len(split[b][1]) for b in g) for g in members]
-    rows = _bins(sizes, layout.pack_tokens)
-    width = max(sum(sizes[g] for g in row) for row in rows)
+    return split, list(groups.values())
 
+
+def _place(rows, members, split, width: int, shape, pad_id: int):
+    """Lay the groups out in packed rows of `width`: tokens, positions, each position's group and segment (0 the
+    prompt, k the k-th response; pads a group of their own), and where each batch token lands (`index`)."""
     n_rows = len(rows)
     tokens = torch.full((n_rows, width), pad_id, dtype=torch.long)
     positions = torch.zeros((n_rows, width), dtype=torch.long)
     group_of = torch.arange(n_rows * width, dtype=torch.long).view(n_rows, width).neg() - 1  # pads: alone
     segment_of = torch.zeros((n_rows, width), dtype=torch.long)
-    index = torch.zeros(ids_t.shape, dtype=torch.long)
+    index = torch.zeros(shape, dtype=torch.long)
     for r, row in enumerate(rows):
         at = 0
         for g in row:
@@ -182,12 +198,7 @@ def plan_layout(batch: dict[str, Tensor], layout: SequenceLayout, pad_id: int = 
                 index[b, :p] = torch.arange(flat + start, flat + start + p)
                 index[b, p : p + s] = torch.arange(flat + at, flat + at + s)
                 at += s
-    return Layout(
-        input_ids=tokens.to(ids_t.device),
-        position_ids=positions.to(ids_t.device),
-        attention_mask=block_mask(group_of, segment_of).to(ids_t.device),
-        index=index.to(ids_t.device),
-    )
+    return tokens, positions, group_of, segment_of, index
 
 
 def _version(tensor: Tensor | None) -> int:

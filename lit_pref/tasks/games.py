@@ -235,7 +235,31 @@ def game_from_definition(
     unknown = sorted(set(definition) - set(GAME_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; the keys are {list(GAME_KEYS)}")
-    responses = definition.get("responses")
+    texts, tokens, length = _responses(definition.get("responses"), where)
+    P = check_preference_matrix(_game_matrix(definition, where, len(texts)), f"{where}: `matrix`")
+    start = _start(definition.get("start"), where, len(texts), length)
+    prompt = definition.get("prompt")
+    if prompt is not None and prompt not in tokens:
+        raise ConfigError(
+            f"{where}: `prompt` {prompt!r} must be one of the game's words {list(tokens)} (the game's model "
+            "knows no other token)"
+        )
+    name = definition.get("name") or (Path(source).stem if source != "inline" else "custom")
+    return PreferenceGame(
+        name=str(name),
+        tokens=tokens,
+        length=length,
+        matrix=P,
+        num_rows=int(definition.get("num_rows", 256)),
+        start=start,
+        response_texts=tuple(texts),
+        prompt_token=prompt,
+        source=source,
+    )
+
+
+def _responses(responses: Any, where: str) -> tuple[list[str], tuple[str, ...], int]:
+    """A definition's `responses` -> (response texts, the words used in first-seen order, words per response)."""
     if (
         not isinstance(responses, list)
         or len(responses) < 2
@@ -264,7 +288,11 @@ def game_from_definition(
                 f"used ({len(every)} responses), so the model's probabilities over them sum to 1; missing e.g. "
                 f"{missing}. Use one word per response, or list them all"
             )
-    n = len(texts)
+    return texts, tokens, length
+
+
+def _game_matrix(definition: dict[str, Any], where: str, n: int) -> np.ndarray:
+    """P from `matrix`, or from skew-symmetric `strengths` A and `scale` as P = 1/2 + A / (2 scale)."""
     if ("matrix" in definition) == ("strengths" in definition):
         raise ConfigError(
             f"{where}: give exactly one of `matrix` (probabilities) and `strengths` (skew-symmetric)"
@@ -272,43 +300,32 @@ def game_from_definition(
     if "matrix" in definition:
         if "scale" in definition:
             raise ConfigError(f"{where}: `scale` applies to `strengths` only")
-        P = _matrix_option(definition["matrix"], where, "matrix", n)
-    else:
-        A = _matrix_option(definition["strengths"], where, "strengths", n)
-        if np.abs(A + A.T).max() > 1e-9:
-            i, j = np.argwhere(np.abs(A + A.T) > 1e-9)[0]
-            raise ConfigError(f"{where}: `strengths` must be skew-symmetric, but A[{i}][{j}] != -A[{j}][{i}]")
-        scale = definition.get("scale", float(np.abs(A).max()) or 1.0)
-        if not isinstance(scale, int | float) or scale < np.abs(A).max() or scale <= 0:
-            raise ConfigError(
-                f"{where}: `scale` must be >= max |A| = {np.abs(A).max():g} so that P is in [0, 1]"
-            )
-        P = 0.5 + A / (2 * scale)
-    P = check_preference_matrix(P, f"{where}: `matrix`")
-    start = definition.get("start")
-    if start is not None:
-        start = np.asarray(start, dtype=np.float64)
-        if start.shape != (n,) or not np.isfinite(start).all() or (start <= 0).any():
-            raise ConfigError(f"{where}: `start` must be {n} positive probabilities, one per response")
-        if abs(start.sum() - 1) > 1e-6:
-            raise ConfigError(f"{where}: `start` must sum to 1, it sums to {start.sum():.6g}")
-        start = start / start.sum()
-    if start is not None and length > 1:
+        return _matrix_option(definition["matrix"], where, "matrix", n)
+    A = _matrix_option(definition["strengths"], where, "strengths", n)
+    if np.abs(A + A.T).max() > 1e-9:
+        i, j = np.argwhere(np.abs(A + A.T) > 1e-9)[0]
+        raise ConfigError(f"{where}: `strengths` must be skew-symmetric, but A[{i}][{j}] != -A[{j}][{i}]")
+    scale = definition.get("scale", float(np.abs(A).max()) or 1.0)
+    if not isinstance(scale, int | float) or scale < np.abs(A).max() or scale <= 0:
+        raise ConfigError(f"{where}: `scale` must be >= max |A| = {np.abs(A).max():g} so that P is in [0, 1]")
+    return 0.5 + A / (2 * scale)
+
+
+def _start(start: Any, where: str, n: int, length: int) -> np.ndarray | None:
+    """The optional start distribution of the game's model: n positive probabilities (one-word responses)."""
+    if start is None:
+        return None
+    start = np.asarray(start, dtype=np.float64)
+    if start.shape != (n,) or not np.isfinite(start).all() or (start <= 0).any():
+        raise ConfigError(f"{where}: `start` must be {n} positive probabilities, one per response")
+    if abs(start.sum() - 1) > 1e-6:
+        raise ConfigError(f"{where}: `start` must sum to 1, it sums to {start.sum():.6g}")
+    if length > 1:
         raise ConfigError(
             f"{where}: `start` is supported for one-word responses only (the game's model is fitted to it through "
             "its output layer); drop `start` or use one word per response"
         )
-    prompt = definition.get("prompt")
-    if prompt is not None and prompt not in tokens:
-        raise ConfigError(
-            f"{where}: `prompt` {prompt!r} must be one of the game's words {list(tokens)} (the game's model "
-            "knows no other token)"
-        )
-    name = definition.get("name") or (Path(source).stem if source != "inline" else "custom")
-    return PreferenceGame(
-        name=str(name), tokens=tokens, length=length, matrix=P, num_rows=int(definition.get("num_rows", 256)),
-        start=start, response_texts=tuple(texts), prompt_token=prompt, source=source,
-    )  # fmt: skip
+    return start / start.sum()
 
 
 def read_game_file(path: str | Path, **options: Any) -> PreferenceGame:

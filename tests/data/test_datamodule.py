@@ -225,11 +225,11 @@ def test_outcome_rows_with_text_and_no_prompt(tmp_path, tokenizer):
     assert "propensity" not in batch
 
 
-def _holdout(tokenizer, seed, val_fraction=0.25):
+def _holdout(tokenizer, seed, val_fraction=0.25, stage="fit"):
     dm = make_dm(
         tokenizer, str(DATA / "reviews_pairs_train.jsonl"), max_rows=20, val_fraction=val_fraction, seed=seed
     )
-    dm.setup("fit")
+    dm.setup(stage)
     return dm
 
 
@@ -251,6 +251,14 @@ def test_val_fraction_hold_out(tokenizer):
     assert other.fingerprints["val"] != dm.fingerprints["val"]
 
     assert len(_holdout(tokenizer, seed=0, val_fraction=0.1).datasets["val"]) == 2
+
+
+def test_validate_without_a_validation_split_then_fit(tokenizer):
+    """`validate` with neither data.val nor val_fraction loads train alone; a later fit trains on it."""
+    dm = _holdout(tokenizer, seed=0, val_fraction=0.0, stage="validate")
+    assert "val" not in dm.datasets and dm.datasets["train"]["index"] == list(range(20))
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["index"].tolist() == [0, 1]
 
 
 def test_fingerprints(tmp_path, tokenizer):
