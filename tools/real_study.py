@@ -72,8 +72,10 @@ def _mpo(
 ) -> Run:
     """MPO at one prompt batch per optimizer step (4 prompts x 4 samples), so its steps match the offline runs'."""
     magnet = {"class_path": "lit_pref.MagnetUpdate", "init_args": {"every_n_iterations": magnet_every}}
+    # the task's default size: task_options also shape the validation split the evaluation samples
     changes = {"model.init_args.oracle": oracle, "model.init_args.alpha": alpha, "data.batch_size": 4,
-               "model.init_args.updates_per_rollout": 1, "callbacks": [] if magnet_every is None else [magnet]}  # fmt: skip
+               "data.task_options": None, "model.init_args.updates_per_rollout": 1,
+               "callbacks": [] if magnet_every is None else [magnet]}  # fmt: skip
     return Run("configs/real/mpo.yaml", what, baselines, changes)
 
 
@@ -198,9 +200,13 @@ def train(name: str, run: Run) -> dict:
         raise SystemExit(
             f"run {name} failed (exit {os.waitstatus_to_exitcode(status)}); config {config_path}"
         )
+    history = json.loads(evaluations.read_text())
+    if history["num_prompts"] != NUM_PROMPTS:
+        raise SystemExit(f"run {name} evaluated {history['num_prompts']} prompts, not {NUM_PROMPTS}: its data "
+                         "settings change the reviews task's validation split")  # fmt: skip
     result = {"run": name, "what": run.what, "config": run.config, "steps": run.steps, "wall_s": round(wall, 1),
               "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
-              **json.loads(evaluations.read_text())}  # fmt: skip
+              **history}  # fmt: skip
     path = OUT / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result)))
@@ -218,7 +224,9 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def load_results() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((OUT / "results").glob("*.json"))}
+    """The finished runs' results, in the order of RUNS."""
+    paths = {p.stem: p for p in (OUT / "results").glob("*.json")}
+    return {name: json.loads(paths[name].read_text()) for name in RUNS if name in paths}
 
 
 def start_rewards(results: dict[str, dict]) -> list[float]:
@@ -231,25 +239,27 @@ def fmt(pair: tuple[float, float], digits: int = 3, sign: str = "+") -> str:
     return f"{pair[0]:{sign}.{digits}f} ± {pair[1]:.{digits}f}"
 
 
+def row(name: str, res: dict, start: list[float], results: dict[str, dict]) -> str:
+    """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt."""
+    last = res["evaluations"][-1]["per_prompt"]
+    gain = paired(last["reward"], start)
+    vs = [f"{b}: {fmt(paired(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
+          for b in RUNS[name].baselines if b in results]  # fmt: skip
+    trained = res["steps"] > 0
+    end = statistics.fmean(last["reward"])
+    rewards = f"{statistics.fmean(start):+.3f} → {end:+.3f}" if trained else f"{end:+.3f} (not trained)"
+    win = fmt(mean_se(last["win"]), 2, "") if trained else "—"
+    kl = fmt(mean_se(last["kl"]), 2, "") if trained else "—"
+    return (f"| {name} | {res['what']} | {rewards} | {fmt(gain)} ({gain[0] / gain[1]:+.1f} SE) | "
+            f"{'; '.join(vs) or '—'} | {win} | {kl} | {statistics.fmean(last['degenerate']):.0%} | "
+            f"{res['wall_s']:.0f} ({res['load_avg']:.1f}) | {res['peak_rss_gb']:.1f} |")  # fmt: skip
+
+
 def table(results: dict[str, dict]) -> str:
-    head = ("| run | what | reward start → end | Δ vs start | Δ vs baseline | win vs start | KL (nats) | "
-            "degenerate | wall (s) | peak RSS (GB) |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-    lines = [head]
-    for name, res in results.items():
-        first, last = res["evaluations"][0]["per_prompt"], res["evaluations"][-1]["per_prompt"]
-        start = start_rewards(results)
-        d_start = paired(last["reward"], start)
-        gain = f"{fmt(d_start)} ({d_start[0] / d_start[1]:+.1f} SE)" if d_start[1] else fmt(d_start)
-        vs = [f"{b}: {fmt(paired(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
-              for b in RUNS[name].baselines if b in results]  # fmt: skip
-        win = fmt(mean_se(last["win"]), 2, "") if res["steps"] else "—"
-        kl = fmt(mean_se(last["kl"]), 2, "") if res["steps"] else "—"
-        lines.append(
-            f"| {name} | {res['what']} | {statistics.fmean(first['reward']):+.3f} → "
-            f"{statistics.fmean(last['reward']):+.3f} | {gain} | {'; '.join(vs) or '—'} | {win} | {kl} | "
-            f"{statistics.fmean(last['degenerate']):.0%} | {res['wall_s']:.0f} | {res['peak_rss_gb']:.1f} |"
-        )
-    return "\n".join(lines)
+    head = ("| run | what | held-out reward | Δ vs start | Δ vs baseline | win vs start | KL (nats) | degenerate | "
+            "wall s (load) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    start = start_rewards(results)
+    return "\n".join([head] + [row(name, res, start, results) for name, res in results.items()])
 
 
 def figure(results: dict[str, dict]) -> None:
