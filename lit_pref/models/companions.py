@@ -414,7 +414,7 @@ class Precomputed(CompanionModel):
         values, offsets = self.tables[split]
         mask = batch["labels"][:, 1:] != -100
         index = batch["index"].tolist()
-        _n, k = len(index), mask.shape[0] // len(index)
+        k = mask.shape[0] // len(index)  # responses per row
         segments = [values[offsets[i * k + j] : offsets[i * k + j + 1]] for j in range(k) for i in index]
         flat = torch.cat(segments).to(mask.device)
         if flat.numel() != int(mask.sum()):
