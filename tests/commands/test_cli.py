@@ -175,12 +175,13 @@ class StepProbe(Callback):
         StepProbe.seen.append((task.total, task.completed, trainer.global_step, trainer.current_epoch))
 
 
-def test_a_max_steps_run_shows_steps_of_max_steps_in_its_progress_bar():
+def test_a_max_steps_run_shows_steps_of_max_steps_in_its_progress_bar(tmp_path):
     from lit_pref.callbacks.progress import StepProgressBar
 
     StepProbe.seen.clear()
     run = cli("fit", "--config", str(REPO / "configs/dpo.yaml"), "--trainer.max_steps", "3",
               "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.callbacks=[]",
+              "--trainer.default_root_dir", str(tmp_path),  # without a logger, config.yaml goes there
               "--trainer.callbacks+=tests.commands.test_cli.StepProbe", "--data.max_rows", "4",
               "--data.batch_size", "2", "--trainer.enable_checkpointing", "false")  # fmt: skip
     assert isinstance(run.trainer.progress_bar_callback, StepProgressBar)
