@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tools import real_study
@@ -26,11 +24,3 @@ def test_every_run_is_evaluated_on_the_same_held_out_prompts_with_the_same_budge
     assert config["data"]["batch_size"] == 4
     for baseline in run.baselines:
         assert baseline in real_study.RUNS
-
-
-def test_a_paired_difference_has_the_standard_error_of_the_per_prompt_differences():
-    a, b = [1.0, 2.0, 4.0, 7.0], [0.0, 2.0, 3.0, 3.0]  # differences 1, 0, 1, 4: mean 1.5, sd sqrt(3)
-    mean, se = real_study.paired(a, b)
-    assert mean == 1.5 and se == pytest.approx(math.sqrt(3) / 2, abs=1e-15)
-    with pytest.raises(ValueError):
-        real_study.paired(a, b[:3])

@@ -35,6 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lit_pref.sampling.samplers import paired_difference  # noqa: E402  (after the sys.path line)
+
 OUT = REPO / "runs" / "real-study"
 DOC = REPO / "docs" / "real_study.md"
 FIGURE = REPO / "docs" / "figures" / "real_study.png"
@@ -218,11 +220,6 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def paired(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the per-prompt differences a - b."""
-    return mean_se([x - y for x, y in zip(a, b, strict=True)])
-
-
 def load_results() -> dict[str, dict]:
     """The finished runs' results, in the order of RUNS."""
     paths = {p.stem: p for p in (OUT / "results").glob("*.json")}
@@ -242,8 +239,8 @@ def fmt(pair: tuple[float, float], digits: int = 3, sign: str = "+") -> str:
 def row(name: str, res: dict, start: list[float], results: dict[str, dict]) -> str:
     """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt."""
     last = res["evaluations"][-1]["per_prompt"]
-    gain = paired(last["reward"], start)
-    vs = [f"{b}: {fmt(paired(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
+    gain = paired_difference(last["reward"], start)
+    vs = [f"{b}: {fmt(paired_difference(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
           for b in RUNS[name].baselines if b in results]  # fmt: skip
     trained = res["steps"] > 0
     end = statistics.fmean(last["reward"])
@@ -270,7 +267,7 @@ def figure(results: dict[str, dict]) -> None:
 
     start = start_rewards(results)
     names = list(results)
-    diffs = [paired(results[n]["evaluations"][-1]["per_prompt"]["reward"], start) for n in names]
+    diffs = [paired_difference(results[n]["evaluations"][-1]["per_prompt"]["reward"], start) for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.2))
     ax.barh(names, [d[0] for d in diffs], xerr=[3 * d[1] for d in diffs], color="tab:blue", capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
