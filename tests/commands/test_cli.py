@@ -96,6 +96,8 @@ def test_user_errors_exit_cleanly_with_the_option_named(tmp_path, capsys):
             "lit_pref.DisabledAdapter",
             "--trainer.logger",
             "false",
+            "--trainer.default_root_dir",  # without a logger, config.yaml goes there
+            str(tmp_path),
         )
     assert exc.value.code == 2
     assert "set model.init_args.lora" in capsys.readouterr().err
@@ -111,6 +113,8 @@ def test_missing_data_file_names_the_file(tmp_path, capsys):
             str(tmp_path / "nope.jsonl"),
             "--trainer.logger",
             "false",
+            "--trainer.default_root_dir",  # without a logger, config.yaml goes there
+            str(tmp_path),
         )
     assert f"{tmp_path / 'nope.jsonl'}: no such file" in capsys.readouterr().err
 
@@ -122,6 +126,7 @@ def test_predict_writes_one_generation_per_prompt(tmp_path):
         "--config", str(REPO / "configs/sft.yaml"),
         "--data.predict", str(REPO / "configs/data/reviews_sft_val.jsonl"),
         "--trainer.logger", "false",
+        "--trainer.default_root_dir", str(tmp_path),  # without a logger, config.yaml goes there
         "--trainer.limit_predict_batches", "1",
         "--trainer.callbacks+=lit_pref.PredictionWriter",
         f"--trainer.callbacks.path={out}",
