@@ -24,3 +24,16 @@ def test_every_run_is_evaluated_on_the_same_held_out_prompts_with_the_same_budge
     assert config["data"]["batch_size"] == 4
     for baseline in run.baselines:
         assert baseline in real_study.RUNS
+
+
+def test_results_are_rounded_in_place_of_every_float_and_keep_their_shape():
+    result = {
+        "wall_s": 1.234567891,
+        "steps": 48,
+        "evaluations": [{"per_prompt": {"reward": [0.1234567, -1.0]}}],
+    }
+    assert real_study.rounded(result) == {
+        "wall_s": 1.23457,
+        "steps": 48,
+        "evaluations": [{"per_prompt": {"reward": [0.12346, -1.0]}}],
+    }

@@ -11,7 +11,7 @@ optimizer steps, batches of 4 prompts) and is evaluated by the same `RewardEvalu
 prompt (the reviews task's validation split, never trained on) at temperature 1 with a fixed seed, before and
 after training, scored by the task's true reward (VADER sentiment, -1..1). Since every run samples the same
 prompts, differences are paired by prompt: the standard error of a difference is that of the per-prompt
-differences. Each finished run's result is written atomically to runs/real-study/results/<run>.json with its
+differences. Each finished run's result is written atomically to docs/real_study/results/<run>.json (tracked) with its
 wall time and peak RSS; rerunning skips it.
 """
 
@@ -37,7 +37,9 @@ sys.path.insert(0, str(REPO))
 
 from lit_pref.sampling.samplers import paired_difference  # noqa: E402  (after the sys.path line)
 
-OUT = REPO / "runs" / "real-study"
+OUT = REPO / "runs" / "real-study"  # configs, logs and samples (not tracked)
+# one small JSON per finished run, tracked: the source of the table in docs/real_study.md
+RESULTS = REPO / "docs" / "real_study" / "results"
 DOC = REPO / "docs" / "real_study.md"
 FIGURE = REPO / "docs" / "figures" / "real_study.png"
 NUM_PROMPTS = 256
@@ -209,10 +211,21 @@ def train(name: str, run: Run) -> dict:
     result = {"run": name, "what": run.what, "config": run.config, "steps": run.steps, "wall_s": round(wall, 1),
               "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
               **history}  # fmt: skip
-    path = OUT / "results" / f"{name}.json"
+    path = RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rounded(result))))
     return result
+
+
+def rounded(value, digits: int = 5):
+    """Floats to `digits` decimals (the per-prompt lists are the bulk of a result; 1e-5 is far below any SE)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 # -- the report -----------------------------------------------------------------------------------------
@@ -222,7 +235,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 def load_results() -> dict[str, dict]:
     """The finished runs' results, in the order of RUNS."""
-    paths = {p.stem: p for p in (OUT / "results").glob("*.json")}
+    paths = {p.stem: p for p in RESULTS.glob("*.json")}
     return {name: json.loads(paths[name].read_text()) for name in RUNS if name in paths}
 
 
@@ -281,7 +294,7 @@ def figure(results: dict[str, dict]) -> None:
 def report() -> None:
     results = load_results()
     if not results:
-        raise SystemExit(f"no results under {OUT / 'results'}: run some first")
+        raise SystemExit(f"no results under {RESULTS}: run some first")
     text = table(results)
     print(text)
     marker_start, marker_end = "<!-- study table -->", "<!-- end study table -->"
