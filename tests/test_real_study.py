@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tools import real_study
@@ -37,3 +39,12 @@ def test_results_are_rounded_in_place_of_every_float_and_keep_their_shape():
         "steps": 48,
         "evaluations": [{"per_prompt": {"reward": [0.12346, -1.0]}}],
     }
+
+
+@pytest.mark.parametrize("name", ["irft", "irft_corrupted", "spin"])
+def test_irft_runs_refresh_the_reference_the_intended_number_of_times_within_the_steps(name):
+    config = real_study.study_config(name, real_study.RUNS[name])
+    batches_per_epoch = 512 // config["data"]["batch_size"]  # both demonstration files have 512 rows
+    steps_per_stage = math.ceil(batches_per_epoch / config["model"]["init_args"]["stages"])
+    stages_run = math.ceil(config["trainer"]["max_steps"] / steps_per_stage)
+    assert stages_run == (1 if name == "spin" else 5)
