@@ -39,7 +39,7 @@ class RewardEvaluation(PeriodicCallback):
 
     A collapse is said, not hidden: when the degenerate fraction exceeds `degenerate_warning` or the KL to the
     starting policy exceeds `kl_warning`, the evaluation warns and the summary ends with a WARNING block. Every
-    evaluation (metrics, a few samples, the warnings, and each prompt's reward, win, KL term, length and
+    evaluation (metrics, a few samples, the warnings, and each prompt's reward, win, KL term, length, response and
     degenerate flag, for paired comparisons between runs) is written to `<log_dir>/reward_evaluation.json`.
 
     The "reference" here is the policy as it was when fit started: a frozen companion model of the module
@@ -135,7 +135,7 @@ class RewardEvaluation(PeriodicCallback):
             "eval/degenerate_fraction": sum(r is not None for r in reasons) / len(reasons),
         }
         per_prompt = {"reward": rewards, "length": [len(c) for c in out.completions],
-                      "degenerate": [int(r is not None) for r in reasons]}  # fmt: skip
+                      "degenerate": [int(r is not None) for r in reasons], "response": out.texts}  # fmt: skip
         if self._start_rewards is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, self._start_rewards)]
             per_prompt.update(win=wins, kl=self._kl(module, out.completions))

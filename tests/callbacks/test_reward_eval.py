@@ -80,6 +80,7 @@ def test_each_prompts_results_are_saved_and_agree_with_the_metrics(tmp_path):
         assert sum(rows["kl"]) / 32 == pytest.approx(entry["eval/kl_to_ref"], abs=1e-12)
         assert sum(rows["degenerate"]) / 32 == entry["eval/degenerate_fraction"]
         assert sum(rows["length"]) / 32 == pytest.approx(entry["eval/response_length"], abs=1e-12)
+        assert [s[1] for s in entry["samples"]] == rows["response"][: len(entry["samples"])]
     start = saved["evaluations"][0]["per_prompt"]
     assert set(start["win"]) == {0.5}  # step 0: the policy is the start and samples with the same seed
     assert max(abs(k) for k in start["kl"]) < 1e-4
