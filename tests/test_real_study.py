@@ -48,3 +48,24 @@ def test_irft_runs_refresh_the_reference_the_intended_number_of_times_within_the
     steps_per_stage = math.ceil(batches_per_epoch / config["model"]["init_args"]["stages"])
     stages_run = math.ceil(config["trainer"]["max_steps"] / steps_per_stage)
     assert stages_run == (1 if name == "spin" else 5)
+
+
+def _result(name, steps, start, end, cpu="AMD EPYC x2, AVX2"):
+    fixed = {"win": [1.0, 0.5, 0.0, 1.0], "kl": [1.0, 2.0, 3.0, 2.0], "degenerate": [0, 0, 1, 0]}
+    evaluations = [{"per_prompt": {"reward": rewards, **fixed}} for rewards in (start, end)]
+    return {"run": name, "what": name, "steps": steps, "wall_s": 600.4, "load_avg": 2.04, "peak_rss_gb": 2.46,
+            "cpu": cpu, "evaluations": evaluations}  # fmt: skip
+
+
+def test_a_table_row_pairs_the_run_with_the_start_and_its_baselines_by_prompt():
+    start = [0.1, 0.2, 0.3, 0.4]
+    results = {
+        "dpo": _result("dpo", 48, start, [0.5, 0.6, 0.7, 0.8]),  # +0.4 on every prompt: SE 0
+        "sft": _result("sft", 48, start, [0.2, 0.4, 0.3, 0.5]),  # diffs +0.1 +0.2 0 +0.1
+    }
+    rows = real_study.table(results).splitlines()[2:]
+    # sft - start: mean 0.1, sample sd sqrt(0.02/3), SE sqrt(0.02/3)/2 = 0.0408; sft - dpo: -0.3 +- the same
+    assert rows[1] == (
+        "| sft | sft | +0.250 → +0.350 | +0.100 ± 0.041 (+2.4 SE) | dpo: -0.300 ± 0.041 | 0.62 ± 0.24 | "
+        "2.00 ± 0.41 | 25% | 600 (2.0, AVX2) | 2.5 |"
+    )

@@ -215,11 +215,23 @@ def train(name: str, run: Run) -> dict:
                          "settings change the reviews task's validation split")  # fmt: skip
     result = {"run": name, "what": run.what, "config": run.config, "steps": run.steps, "wall_s": round(wall, 1),
               "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
+              "cpu": machine(),
               **history}  # fmt: skip
     path = RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rounded(result))))
     return result
+
+
+def machine() -> str:
+    """The CPU and the kernels torch picks on it (float results differ between AVX2 and AVX-512 machines)."""
+    import platform
+
+    import torch
+
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []  # fmt: skip
+    return f"{names[0] if names else platform.processor()} x{os.cpu_count()}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def rounded(value, digits: int = 5):
@@ -267,12 +279,17 @@ def row(name: str, res: dict, start: list[float], results: dict[str, dict]) -> s
     kl = fmt(mean_se(last["kl"]), 2, "") if trained else "—"
     return (f"| {name} | {res['what']} | {rewards} | {fmt(gain)} ({gain[0] / gain[1]:+.1f} SE) | "
             f"{'; '.join(vs) or '—'} | {win} | {kl} | {statistics.fmean(last['degenerate']):.0%} | "
-            f"{res['wall_s']:.0f} ({res['load_avg']:.1f}) | {res['peak_rss_gb']:.1f} |")  # fmt: skip
+            f"{res['wall_s']:.0f} ({res['load_avg']:.1f}, {kernels(res)}) | {res['peak_rss_gb']:.1f} |")  # fmt: skip
+
+
+def kernels(result: dict) -> str:
+    """The CPU kernels a result was measured with (AVX2 or AVX512), '?' for a result without the field."""
+    return result.get("cpu", "?").rsplit(", ", 1)[-1]
 
 
 def table(results: dict[str, dict]) -> str:
     head = ("| run | what | held-out reward | Δ vs start | Δ vs baseline | win vs start | KL (nats) | degenerate | "
-            "wall s (load) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+            "wall s (load, CPU) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     start = start_rewards(results)
     return "\n".join([head] + [row(name, res, start, results) for name, res in results.items()])
 
