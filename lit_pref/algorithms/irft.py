@@ -13,6 +13,7 @@ is generated once per stage and reused on later epochs of that stage; they are s
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,23 @@ class IRFT(OnlineModule):
             raise ConfigError(
                 f"model.init_args.stages ({self.stages}) is more than the training batches per epoch "
                 f"({n}): lower it, or use epochs_per_stage"
+            )
+        self._warn_if_stages_are_cut_short()
+
+    def _warn_if_stages_are_cut_short(self) -> None:
+        """`stages` divides an epoch: a max_steps that ends inside the first epoch runs fewer stages than asked."""
+        n, max_steps = self.trainer.num_training_batches, self.trainer.max_steps
+        if self.epochs_per_stage or not math.isfinite(n) or max_steps <= 0:
+            return
+        batches = max_steps * self.trainer.accumulate_grad_batches
+        reached = math.ceil(batches / self.steps_per_stage())
+        if reached < self.stages:
+            warnings.warn(
+                f"IRFT: model.init_args.stages is {self.stages} per epoch ({n} batches, {self.steps_per_stage()} "
+                f"per stage), but trainer.max_steps {max_steps} ends the run in stage {reached}: only {reached} "
+                f"reference(s). For T stages within the run, set stages to about T * {n} / {batches}, or train "
+                "for a whole epoch",
+                stacklevel=2,
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

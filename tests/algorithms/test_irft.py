@@ -153,6 +153,12 @@ def test_stages_must_fit_in_an_epoch_and_the_reference_must_have_weights():
         trainer(2, limit_val_batches=0).fit(module, listops_data())
 
 
+def test_a_run_that_ends_before_its_stages_do_says_how_many_stages_ran():
+    with pytest.warns(UserWarning, match=r"stages is 4 per epoch \(8 batches, 2 per stage\), but trainer.max_steps "
+                      r"3 ends the run in stage 2: only 2 reference"):  # fmt: skip
+        trainer(3, limit_val_batches=0).fit(irft(stages=4), listops_data())
+
+
 def test_mix_previous_adds_the_previous_stages_negatives():
     pl.seed_everything(0, verbose=False)
     module = irft(epochs_per_stage=1, mix_previous=True)
