@@ -65,6 +65,8 @@ class Run:
     baselines: tuple[str, ...] = ()
     changes: dict = field(default_factory=dict)
     steps: int = STEPS
+    # RewardEvaluation init_args changed from the study's (the PRS runs')
+    evaluation: dict = field(default_factory=dict)
 
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
@@ -172,6 +174,7 @@ def study_config(name: str, run: Run) -> dict:
                   "init_args": {"reward": REWARD, "prompts": "task:reviews", "num_prompts": NUM_PROMPTS,
                                 "every_n_steps": max(run.steps // 2, 1), "summary": True,
                                 "sampling": {"max_new_tokens": 24, "temperature": 1.0}}}  # fmt: skip
+    evaluation["init_args"].update(copy.deepcopy(run.evaluation))
     trainer["callbacks"] = (kept if callbacks is None else callbacks) + [evaluation]
     return config
 
@@ -210,9 +213,10 @@ def train(name: str, run: Run) -> dict:
             f"run {name} failed (exit {os.waitstatus_to_exitcode(status)}); config {config_path}"
         )
     history = json.loads(evaluations.read_text())
-    if history["num_prompts"] != NUM_PROMPTS:
-        raise SystemExit(f"run {name} evaluated {history['num_prompts']} prompts, not {NUM_PROMPTS}: its data "
-                         "settings change the reviews task's validation split")  # fmt: skip
+    expected = run.evaluation.get("num_prompts", NUM_PROMPTS)
+    if history["num_prompts"] != expected:
+        raise SystemExit(f"run {name} evaluated {history['num_prompts']} prompts, not {expected}: its data "
+                         "settings change the held-out split")  # fmt: skip
     result = {"run": name, "what": run.what, "config": run.config, "steps": run.steps, "wall_s": round(wall, 1),
               "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
               "cpu": machine(),
@@ -266,12 +270,13 @@ def fmt(pair: tuple[float, float], digits: int = 3, sign: str = "+") -> str:
     return f"{pair[0]:{sign}.{digits}f} ± {pair[1]:.{digits}f}"
 
 
-def row(name: str, res: dict, start: list[float], results: dict[str, dict]) -> str:
-    """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt."""
+def row(name: str, res: dict, start: list[float], results: dict[str, dict], runs: dict | None = None) -> str:
+    """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt
+    (`runs`: where the run's baselines are named, default RUNS)."""
     last = res["evaluations"][-1]["per_prompt"]
     gain = paired_difference(last["reward"], start)
     vs = [f"{b}: {fmt(paired_difference(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
-          for b in RUNS[name].baselines if b in results]  # fmt: skip
+          for b in (runs or RUNS)[name].baselines if b in results]  # fmt: skip
     trained = res["steps"] > 0
     end = statistics.fmean(last["reward"])
     rewards = f"{statistics.fmean(start):+.3f} → {end:+.3f}" if trained else f"{end:+.3f} (not trained)"
@@ -287,11 +292,11 @@ def kernels(result: dict) -> str:
     return result.get("cpu", "?").rsplit(", ", 1)[-1]
 
 
-def table(results: dict[str, dict]) -> str:
+def table(results: dict[str, dict], runs: dict | None = None) -> str:
     head = ("| run | what | held-out reward | Δ vs start | Δ vs baseline | win vs start | KL (nats) | degenerate | "
             "wall s (load, CPU) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     start = start_rewards(results)
-    return "\n".join([head] + [row(name, res, start, results) for name, res in results.items()])
+    return "\n".join([head] + [row(name, res, start, results, runs) for name, res in results.items()])
 
 
 def figure(results: dict[str, dict]) -> None:
