@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 
 import pytest
 
@@ -69,3 +71,180 @@ def test_a_table_row_pairs_the_run_with_the_start_and_its_baselines_by_prompt():
         "| sft | sft | +0.250 → +0.350 | +0.100 ± 0.041 (+2.4 SE) | dpo: -0.300 ± 0.041 | 0.62 ± 0.24 | "
         "2.00 ± 0.41 | 25% | 600 (2.0, AVX2) | 2.5 |"
     )
+
+
+# -- PRS (issue 27) ---------------------------------------------------------------------------------------------
+def _sampled(n: int, best: list[float], generated: list[int], prompt: list[int]) -> dict:
+    """A sampling run's result: N, each prompt's best reward and tokens."""
+    per_prompt = {"best_reward": best, "generated_tokens": generated, "prompt_tokens": prompt,
+                  "best_layer": [0] * len(best)}  # fmt: skip
+    return {
+        "n": n,
+        "what": "w",
+        "wall_s": 10.0,
+        "load_avg": 1.5,
+        "peak_rss_gb": 1.3,
+        "per_prompt": per_prompt,
+    }
+
+
+def test_prs_sampling_runs_sample_the_same_prompts_with_the_same_settings_but_the_sampler_and_n(tmp_path):
+    import yaml
+
+    from lit_pref.commands.sample import parser, read_prompts
+
+    done = {
+        "prs": _sampled(4, [0.0, 0.0], [150, 170], [500, 600]),
+        "rand": _sampled(4, [0.0, 0.0], [80, 88], [1, 1]),
+    }
+    configs = {name: real_study.sample_config(name, done) for name in real_study.SAMPLE_RUNS}
+    samplers = {name: c.pop("sampler") for name, c in configs.items()}
+    outs = {c.pop("out") for c in configs.values()}
+    assert len(outs) == len(configs)  # each run its own samples file
+    common = configs["prs"]
+    assert all(c == common for c in configs.values())
+    assert (common["prompts"], common["split"], common["max_rows"]) == ("task:constraints", "val", 128)
+    assert common["reward_sees_preference"] and real_study.PRS_PROMPTS >= 128
+    sampling = samplers["prs"]["init_args"]["sampling"]
+    assert all(s["init_args"]["sampling"] == sampling for s in samplers.values())
+    assert (sampling["temperature"], sampling["top_k"], sampling["presence_penalty"]) == (0.8, 50, 1.2)
+    got = {
+        name: (s["class_path"], s["init_args"]["n"], s["init_args"].get("feedback"))
+        for name, s in samplers.items()
+    }
+    assert got == {"prs": ("lit_pref.PRS", 4, True), "prand": ("lit_pref.PRand", 4, None),
+                   "rand": ("lit_pref.Rand", 4, None), "rand_equal_tokens": ("lit_pref.Rand", 8, None)}  # fmt: skip
+    for name in configs:  # each is a valid `sample` config (builds the sampler and reward; loads no weights)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            yaml.safe_dump({**configs[name], "sampler": samplers[name], "out": str(tmp_path / "o")})
+        )
+        cfg = parser().parse_args(["--config", str(path)])
+        assert type(parser().instantiate_classes(cfg).sampler).__name__ == samplers[name]["class_path"][9:]
+    prompts = read_prompts(common["prompts"], common["split"], None, None, common["max_rows"])
+    assert len(prompts) == real_study.PRS_PROMPTS  # the val split has enough rows
+
+
+def test_rand_at_equal_tokens_is_the_smallest_n_that_generates_at_least_prs_tokens():
+    # PRS: 160 generated tokens per prompt; Rand (N = 4): 84 per prompt, 21 per candidate -> 160 / 21 = 7.6 -> 8
+    prs, rand = _sampled(4, [0, 0], [150, 170], [9, 9]), _sampled(4, [0, 0], [80, 88], [9, 9])
+    assert real_study.equal_tokens_n(prs, rand) == 8
+    rand = _sampled(
+        4, [0, 0], [128, 128], [9, 9]
+    )  # 32 per candidate, as when every response hits max_new_tokens
+    assert real_study.equal_tokens_n(_sampled(4, [0, 0], [143, 143], [9, 9]), rand) == 5  # 4.47 -> 5
+    assert real_study.equal_tokens_n(_sampled(4, [0, 0], [128, 128], [9, 9]), rand) == 4  # exactly 4
+    assert real_study.equal_tokens_n(_sampled(4, [0, 0], [1, 1], [9, 9]), rand) == 1  # never below 1
+
+
+def test_bon_runs_train_one_iteration_on_the_train_split_and_evaluate_the_held_out_prompts_as_x_plus_z(
+    tmp_path,
+):
+    from lit_pref.sampling import with_preference
+    from lit_pref.tasks.constraints import ConstraintsTask
+
+    prs_yaml = real_study.prs_yaml()
+    configs = {name: real_study.study_config(name, run) for name, run in real_study.BON_RUNS.items()}
+    for name, config in configs.items():
+        model, data, trainer = config["model"], config["data"], config["trainer"]
+        cls = {"bon_prs": "lit_pref.PRS", "bon_rand": "lit_pref.Rand"}[name]
+        assert model["class_path"] == "lit_pref.BestOfNFineTune"
+        assert model["init_args"]["sampler"] == real_study.sampler(cls, real_study.PRS_N)
+        assert (
+            model["init_args"]["sampler"]["init_args"]["sampling"]
+            == prs_yaml["sampler"]["init_args"]["sampling"]
+        )
+        assert data["max_length"] - data["max_prompt_length"] == prs_yaml["max_new_tokens"]  # 32 new tokens
+        assert (data["train"], data["batch_size"], "val" in data) == ("task:constraints", 4, False)
+        assert "task_options" not in data  # the default task: the held-out prompts are its val split's
+        assert model["init_args"]["lora"] == real_study.LORA and model["init_args"]["lr"] == real_study.LR
+        assert trainer["max_steps"] == real_study.STEPS
+        assert not any(
+            c["class_path"] == "lit_pref.CompanionRefresh" for c in trainer["callbacks"]
+        )  # 1 iteration
+        (evaluation,) = trainer["callbacks"]
+        assert evaluation["init_args"]["prompts"] == real_study.HELD_OUT_XZ
+        assert evaluation["init_args"]["num_prompts"] == real_study.PRS_PROMPTS
+        assert evaluation["init_args"]["reward"] == real_study.CONSTRAINTS_REWARD
+    # the two differ only in the sampler's class and their log folders
+    a, b = configs["bon_prs"], configs["bon_rand"]
+    b["model"]["init_args"]["sampler"]["class_path"] = "lit_pref.PRS"
+    b["model"]["init_args"]["sampler"]["init_args"]["feedback"] = True
+    b["trainer"]["logger"]["init_args"]["name"] = "bon_prs"
+    assert a == b
+    # RewardEvaluation's prompts are the sampling runs' prompts, with z, and none of their items is trained on
+    path = tmp_path / "xz.jsonl"
+    real_study.held_out_prompts(path)
+    lines = [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
+    held_out = ConstraintsTask().rows("prompt", "val")[: real_study.PRS_PROMPTS]
+    assert lines == [with_preference(r["prompt"], r["preference"]) for r in held_out]
+    assert not {r["prompt"] for r in held_out} & {
+        r["prompt"] for r in ConstraintsTask().rows("prompt", "train")
+    }
+
+
+def test_prs_runs_run_after_what_they_require_and_a_finished_requirement_is_skipped(monkeypatch):
+    assert real_study.with_requirements(["rand_equal_tokens"]) == ["prs", "rand", "rand_equal_tokens"]
+    assert real_study.with_requirements(["rand", "bon_prs", "rand_equal_tokens", "prs"]) == [
+        "rand", "bon_prs", "prs", "rand_equal_tokens"]  # fmt: skip
+    every = [*real_study.RUNS, *real_study.PRS_RUNS]
+    assert real_study.with_requirements(every) == every  # --all's order already has them first
+    ran = []
+    monkeypatch.setattr(real_study, "load_results", dict)
+    monkeypatch.setattr(real_study, "load_prs_results", lambda: {"prs": {"wall_s": 1.0}})
+    monkeypatch.setattr(real_study, "prs_run", lambda name: ran.append(name) or {"wall_s": 1.0, "peak_rss_gb": 1.0,
+                                                                                 "load_avg": 1.0})  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["real_study.py", "rand_equal_tokens"])
+    real_study.main()
+    assert ran == ["rand", "rand_equal_tokens"]
+
+
+def _bon(start: list[float], end: list[float]) -> dict:
+    def evaluation(step, rewards):
+        n = len(rewards)
+        return {"step": step, "per_prompt": {"reward": rewards, "win": [0.5] * n, "kl": [0.0] * n,
+                                             "degenerate": [0] * n}}  # fmt: skip
+
+    return {"what": "w", "steps": 48, "wall_s": 20.0, "load_avg": 2.0, "peak_rss_gb": 3.0,
+            "evaluations": [evaluation(0, start), evaluation(48, end)]}  # fmt: skip
+
+
+def test_prs_report_rows_pair_prompts_across_runs_and_leave_missing_runs_out(monkeypatch, tmp_path):
+    # best rewards on 3 prompts; prs - rand = [0.2, 0.0, 0.1]: mean 0.1, sd 0.1, SE 0.1 / sqrt(3) = 0.0577
+    # prs - prand = [0.1, -0.1, 0.3]: mean 0.1, sd 0.2, SE 0.1155; prand - rand = [0.1, 0.1, -0.2]: mean 0, SE 0.1
+    results = {
+        "prs": _sampled(4, [0.3, 0.2, 0.7], [150, 160, 170], [500, 600, 700]),
+        "prand": _sampled(4, [0.2, 0.3, 0.4], [80, 90, 100], [200, 200, 200]),
+        "rand": _sampled(4, [0.1, 0.2, 0.6], [60, 60, 60], [100, 100, 100]),
+        # bon: start [0.2, 0.4, 0.6]; bon_prs ends [0.5, 0.5, 0.8] (gain [0.3, 0.1, 0.2]: +0.2 ± 0.0577),
+        # bon_rand ends [0.4, 0.6, 0.6] (gain [0.2, 0.2, 0.0]: +0.133 ± 0.0667); bon_prs - bon_rand = [0.1, -0.1, 0.2]
+        # (mean 0.0667, sd 0.1528, SE 0.0882)
+        "bon_prs": _bon([0.2, 0.4, 0.6], [0.5, 0.5, 0.8]),
+        "bon_rand": _bon([0.2, 0.4, 0.6], [0.4, 0.6, 0.6]),
+    }
+    text = real_study.prs_tables(results)
+    lines = text.splitlines()
+    assert lines[2] == ("| prs | w | 4 | +0.400 ± 0.153 | rand: +0.100 ± 0.058; prand: +0.100 ± 0.115 | 160 / 600 | "
+                        "10 (1.5, ?) | 1.3 |")  # fmt: skip
+    assert lines[3].startswith("| prand | w | 4 | +0.300 ± 0.058 | rand: +0.000 ± 0.100 | 90 / 200 |")
+    assert lines[4].startswith(
+        "| rand | w | 4 | +0.300 ± 0.153 | — | 60 / 100 |"
+    )  # no baselines, none missing
+    assert "rand_equal_tokens" not in text  # not run: no row, and not among prs's baselines
+    bon_prs, bon_rand = lines[8], lines[9]
+    assert bon_prs.startswith(
+        "| bon_prs | w | +0.400 → +0.600 | +0.200 ± 0.058 (+3.5 SE) | bon_rand: +0.067 ± 0.088 |"
+    )
+    assert bon_rand.startswith("| bon_rand | w | +0.400 → +0.533 | +0.133 ± 0.067 (+2.0 SE) | — |")
+    # --report writes the PRS tables between their markers and leaves the study table alone when it has no results
+    doc = tmp_path / "real_study.md"
+    doc.write_text(
+        "a\n<!-- study table -->\nold\n<!-- end study table -->\nb\n<!-- prs table -->\n<!-- end prs table -->\nc\n"
+    )
+    monkeypatch.setattr(real_study, "DOC", doc)
+    monkeypatch.setattr(real_study, "REPO", tmp_path)
+    monkeypatch.setattr(real_study, "load_results", dict)
+    monkeypatch.setattr(real_study, "load_prs_results", lambda: results)
+    real_study.report()
+    assert doc.read_text() == ("a\n<!-- study table -->\nold\n<!-- end study table -->\nb\n<!-- prs table -->\n"
+                               f"{text}\n<!-- end prs table -->\nc\n")  # fmt: skip

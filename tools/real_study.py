@@ -13,6 +13,10 @@ after training, scored by the task's true reward (VADER sentiment, -1..1). Since
 prompts, differences are paired by prompt: the standard error of a difference is that of the per-prompt
 differences. Each finished run's result is written atomically to docs/real_study/results/<run>.json (tracked) with its
 wall time and peak RSS; rerunning skips it.
+
+The PRS runs (their own section below and table in the doc) compare best-of-N samplers on the constraints task's
+held-out prompts with `python -m lit_pref sample` (prs, prand, rand, rand_equal_tokens), and one BestOfNFineTune
+iteration on PRS vs Rand data (bon_prs, bon_rand); a run that needs another's result runs it first.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class Run:
     baselines: tuple[str, ...] = ()
     changes: dict = field(default_factory=dict)
     steps: int = STEPS
+    # RewardEvaluation init_args changed from the study's (the PRS runs')
+    evaluation: dict = field(default_factory=dict)
 
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
@@ -172,6 +178,7 @@ def study_config(name: str, run: Run) -> dict:
                   "init_args": {"reward": REWARD, "prompts": "task:reviews", "num_prompts": NUM_PROMPTS,
                                 "every_n_steps": max(run.steps // 2, 1), "summary": True,
                                 "sampling": {"max_new_tokens": 24, "temperature": 1.0}}}  # fmt: skip
+    evaluation["init_args"].update(copy.deepcopy(run.evaluation))
     trainer["callbacks"] = (kept if callbacks is None else callbacks) + [evaluation]
     return config
 
@@ -210,9 +217,10 @@ def train(name: str, run: Run) -> dict:
             f"run {name} failed (exit {os.waitstatus_to_exitcode(status)}); config {config_path}"
         )
     history = json.loads(evaluations.read_text())
-    if history["num_prompts"] != NUM_PROMPTS:
-        raise SystemExit(f"run {name} evaluated {history['num_prompts']} prompts, not {NUM_PROMPTS}: its data "
-                         "settings change the reviews task's validation split")  # fmt: skip
+    expected = run.evaluation.get("num_prompts", NUM_PROMPTS)
+    if history["num_prompts"] != expected:
+        raise SystemExit(f"run {name} evaluated {history['num_prompts']} prompts, not {expected}: its data "
+                         "settings change the held-out split")  # fmt: skip
     result = {"run": name, "what": run.what, "config": run.config, "steps": run.steps, "wall_s": round(wall, 1),
               "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
               "cpu": machine(),
@@ -266,12 +274,13 @@ def fmt(pair: tuple[float, float], digits: int = 3, sign: str = "+") -> str:
     return f"{pair[0]:{sign}.{digits}f} ± {pair[1]:.{digits}f}"
 
 
-def row(name: str, res: dict, start: list[float], results: dict[str, dict]) -> str:
-    """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt."""
+def row(name: str, res: dict, start: list[float], results: dict[str, dict], runs: dict | None = None) -> str:
+    """One table row: the run's end against SmolLM2's start and against each finished baseline, paired by prompt
+    (`runs`: where the run's baselines are named, default RUNS)."""
     last = res["evaluations"][-1]["per_prompt"]
     gain = paired_difference(last["reward"], start)
     vs = [f"{b}: {fmt(paired_difference(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward']))}"
-          for b in RUNS[name].baselines if b in results]  # fmt: skip
+          for b in (runs or RUNS)[name].baselines if b in results]  # fmt: skip
     trained = res["steps"] > 0
     end = statistics.fmean(last["reward"])
     rewards = f"{statistics.fmean(start):+.3f} → {end:+.3f}" if trained else f"{end:+.3f} (not trained)"
@@ -287,11 +296,11 @@ def kernels(result: dict) -> str:
     return result.get("cpu", "?").rsplit(", ", 1)[-1]
 
 
-def table(results: dict[str, dict]) -> str:
+def table(results: dict[str, dict], runs: dict | None = None) -> str:
     head = ("| run | what | held-out reward | Δ vs start | Δ vs baseline | win vs start | KL (nats) | degenerate | "
             "wall s (load, CPU) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     start = start_rewards(results)
-    return "\n".join([head] + [row(name, res, start, results) for name, res in results.items()])
+    return "\n".join([head] + [row(name, res, start, results, runs) for name, res in results.items()])
 
 
 def figure(results: dict[str, dict]) -> None:
@@ -313,41 +322,235 @@ def figure(results: dict[str, dict]) -> None:
     fig.savefig(FIGURE, dpi=120)
 
 
+def between(doc: str, marker: str, text: str) -> str:
+    """`doc` with what lies between `<!-- {marker} -->` and `<!-- end {marker} -->` replaced by `text`."""
+    start, end = f"<!-- {marker} -->", f"<!-- end {marker} -->"
+    before, rest = doc.split(start)
+    return before + start + "\n" + text + "\n" + end + rest.split(end)[1]
+
+
 def report() -> None:
-    results = load_results()
-    if not results:
+    results, prs = load_results(), load_prs_results()
+    if not results and not prs:
         raise SystemExit(f"no results under {RESULTS}: run some first")
-    text = table(results)
-    print(text)
-    marker_start, marker_end = "<!-- study table -->", "<!-- end study table -->"
     doc = DOC.read_text()
-    before, rest = doc.split(marker_start)
-    DOC.write_text(before + marker_start + "\n" + text + "\n" + marker_end + rest.split(marker_end)[1])
-    figure(results)
-    print(f"wrote {DOC.relative_to(REPO)} and {FIGURE.relative_to(REPO)}")
+    if results:
+        text = table(results)
+        print(text)
+        doc = between(doc, "study table", text)
+        figure(results)
+    if prs:
+        text = prs_tables(prs)
+        print(text)
+        doc = between(doc, "prs table", text)
+    DOC.write_text(doc)
+    print(f"wrote {DOC.relative_to(REPO)}" + (f" and {FIGURE.relative_to(REPO)}" if results else ""))
+
+
+# -- PRS (issue 27): best-of-N samplers at equal N and equal tokens; one offline-RL iteration on each's data ------
+# Sampling runs are `python -m lit_pref sample` runs of configs/real/prs.yaml on the first PRS_PROMPTS held-out
+# prompts of the constraints task, each with the same prompts, seed, chunks and sampling settings: only the sampler
+# and N change. The bon runs train with BestOfNFineTune, which samples its own training prompts (the task's train
+# split, other items than the held-out ones) from a frozen snapshot of the start: without CompanionRefresh that is
+# one iteration. They are evaluated on the same held-out prompts as x + z (the reward reads the constraints in z).
+PRS_CONFIG = "configs/real/prs.yaml"
+BON_CONFIG = "configs/real/prs_offline_rl.yaml"
+PRS_PROMPTS = 128  # of the val split's 500; PRS with N = 4 samples ~5 s a prompt here (11 min for 128)
+PRS_N = 4
+CONSTRAINTS_REWARD = {"class_path": "lit_pref.TaskReward", "init_args": {"task": "constraints"}}
+HELD_OUT_XZ = "runs/real-study/data/constraints_val_xz.jsonl"  # the sampling runs' prompts as x + "\n\n" + z
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """One best-of-N sampling run: configs/real/prs.yaml with this sampler and N (None: Rand with N matched to
+    PRS's generated tokens, see equal_tokens_n), after the runs it `requires`."""
+
+    what: str
+    sampler: str
+    n: int | None = PRS_N
+    baselines: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+
+
+BASELINES = ("rand", "prand", "rand_equal_tokens")
+SAMPLE_RUNS: dict[str, SampleRun] = {
+    "prs": SampleRun("PRS: 2 samples of x + z, feedback, 2 refinements", "lit_pref.PRS", baselines=BASELINES),
+    "prand": SampleRun("PRand: N samples of x + z", "lit_pref.PRand", baselines=("rand",)),
+    "rand": SampleRun("Rand: N samples of x (z not shown)", "lit_pref.Rand"),
+    "rand_equal_tokens": SampleRun(
+        "Rand with N matched to PRS's generated tokens", "lit_pref.Rand", None, ("rand",), ("prs", "rand")
+    ),
+}
+
+
+def prs_yaml() -> dict:
+    return yaml.safe_load((REPO / PRS_CONFIG).read_text())
+
+
+def sampler(class_path: str, n: int) -> dict:
+    """configs/real/prs.yaml's sampler as `class_path` with N = n: every sampler gets the same sampling settings
+    (Rand and PRand take no tree options)."""
+    init = prs_yaml()["sampler"]["init_args"]
+    init = {**init, "n": n} if class_path == "lit_pref.PRS" else {"n": n, "sampling": init["sampling"]}
+    return {"class_path": class_path, "init_args": init}
+
+
+def _bon(what: str, class_path: str, baselines: tuple[str, ...] = ()) -> Run:
+    evaluation = {"reward": CONSTRAINTS_REWARD, "prompts": HELD_OUT_XZ, "num_prompts": PRS_PROMPTS,
+                  "sampling": {"max_new_tokens": prs_yaml()["max_new_tokens"], "temperature": 1.0}}  # fmt: skip
+    changes = {"model.init_args.sampler": sampler(class_path, PRS_N), "model.init_args.lora": LORA}
+    return Run(BON_CONFIG, what, baselines, changes, evaluation=evaluation)
+
+
+BON_RUNS: dict[str, Run] = {
+    "bon_prs": _bon("one BestOfNFineTune iteration on PRS data", "lit_pref.PRS", ("bon_rand",)),
+    "bon_rand": _bon("one BestOfNFineTune iteration on Rand data", "lit_pref.Rand"),
+}
+PRS_RUNS: dict[str, SampleRun | Run] = {**SAMPLE_RUNS, **BON_RUNS}
+
+
+def equal_tokens_n(prs: dict, rand: dict) -> int:
+    """Rand's N at PRS's generated tokens: the smallest N whose expected generated tokens (N times Rand's mean per
+    candidate) reach PRS's mean per prompt (its responses, feedback and refinements), so Rand is never given less.
+    (Responses mostly run to max_new_tokens: PRS N = 4 generates about 4.5 Rand candidates' worth, so N = 5.)"""
+    per_candidate = statistics.fmean(rand["per_prompt"]["generated_tokens"]) / rand["n"]
+    return max(1, math.ceil(statistics.fmean(prs["per_prompt"]["generated_tokens"]) / per_candidate - 1e-9))
+
+
+def with_requirements(names: list[str]) -> list[str]:
+    """`names` in order, each after the runs it requires (rand_equal_tokens after prs and rand), each once."""
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        for required in getattr(PRS_RUNS.get(name), "requires", ()):
+            add(required)
+        if name not in order:
+            order.append(name)
+
+    for name in names:
+        add(name)
+    return order
+
+
+def sample_config(name: str, results: dict[str, dict]) -> dict:
+    """The sampling run's `sample` YAML: configs/real/prs.yaml on PRS_PROMPTS prompts with the run's sampler."""
+    run = SAMPLE_RUNS[name]
+    n = run.n if run.n is not None else equal_tokens_n(results["prs"], results["rand"])
+    config = prs_yaml()
+    config.update(
+        max_rows=PRS_PROMPTS, out=str(OUT / "samples" / f"{name}.jsonl"), sampler=sampler(run.sampler, n)
+    )
+    return config
+
+
+def held_out_prompts(path: Path = REPO / HELD_OUT_XZ) -> None:
+    """The sampling runs' prompts as x + "\\n\\n" + z in a file, for the bon runs' RewardEvaluation."""
+    from lit_pref.atomic import atomic_write
+    from lit_pref.commands.sample import read_prompts
+    from lit_pref.sampling import with_preference
+
+    config = prs_yaml()
+    prompts = read_prompts(config["prompts"], config["split"], config.get("task_options"), None, PRS_PROMPTS)
+    text = "".join(json.dumps({"prompt": with_preference(x, z)}) + "\n" for x, z in prompts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def sample_run(name: str, results: dict[str, dict]) -> dict:
+    """Run one sampling run in a subprocess; each prompt's best reward and tokens, wall time and peak RSS."""
+    from lit_pref.atomic import atomic_write
+
+    config = sample_config(name, results)
+    path = OUT / "configs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "lit_pref", "sample", "--config", str(path)], cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"run {name} failed (exit {os.waitstatus_to_exitcode(status)}); config {path}")
+    rows = [json.loads(line) for line in Path(config["out"]).read_text().splitlines()]
+    per_prompt = {"best_reward": [r["best_reward"] for r in rows], "best_layer": [r["best_layer"] for r in rows],
+                  "prompt_tokens": [r["tokens"]["prompt"] for r in rows],
+                  "generated_tokens": [r["tokens"]["generated"] for r in rows]}  # fmt: skip
+    result = {"run": name, "what": SAMPLE_RUNS[name].what, "sampler": config["sampler"],
+              "n": config["sampler"]["init_args"]["n"], "num_prompts": len(rows), "wall_s": round(wall, 1),
+              "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "load_avg": round(os.getloadavg()[0], 2),
+              "cpu": machine(), "per_prompt": per_prompt}  # fmt: skip
+    out = RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(rounded(result))))
+    return result
+
+
+def prs_run(name: str) -> dict:
+    if name in SAMPLE_RUNS:
+        return sample_run(name, load_prs_results())
+    held_out_prompts()
+    return train(name, BON_RUNS[name])
+
+
+def load_prs_results() -> dict[str, dict]:
+    """The finished PRS runs' results, in the order of PRS_RUNS."""
+    paths = {p.stem: p for p in RESULTS.glob("*.json")}
+    return {name: json.loads(paths[name].read_text()) for name in PRS_RUNS if name in paths}
+
+
+def sample_row(name: str, res: dict, results: dict[str, dict]) -> str:
+    """One sampling run: its mean best-of-N reward and, paired by prompt, its difference to each finished baseline."""
+    best = res["per_prompt"]["best_reward"]
+    vs = [f"{b}: {fmt(paired_difference(best, results[b]['per_prompt']['best_reward']))}"
+          for b in SAMPLE_RUNS[name].baselines if b in results]  # fmt: skip
+    tokens = f"{statistics.fmean(res['per_prompt']['generated_tokens']):.0f} / " \
+             f"{statistics.fmean(res['per_prompt']['prompt_tokens']):.0f}"  # fmt: skip
+    return (f"| {name} | {res['what']} | {res['n']} | {fmt(mean_se(best))} | {'; '.join(vs) or '—'} | {tokens} | "
+            f"{res['wall_s']:.0f} ({res['load_avg']:.1f}, {kernels(res)}) | {res['peak_rss_gb']:.1f} |")  # fmt: skip
+
+
+def prs_tables(results: dict[str, dict]) -> str:
+    """The sampling runs' table, then the bon runs' (the study table's columns; their start is SmolLM2's step 0)."""
+    parts = []
+    sampled = {k: v for k, v in results.items() if k in SAMPLE_RUNS}
+    if sampled:
+        head = ("| run | what | N | best-of-N reward | Δ vs baseline (paired) | generated / prompt tokens per prompt | "
+                "wall s (load, CPU) | peak RSS GB |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+        parts.append("\n".join([head] + [sample_row(name, res, sampled) for name, res in sampled.items()]))
+    trained = {k: v for k, v in results.items() if k in BON_RUNS}
+    if trained:
+        parts.append(table(trained, BON_RUNS))
+    return "\n\n".join(parts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("runs", nargs="*", choices=[[], *RUNS], metavar="RUN", help=f"of: {', '.join(RUNS)}")
+    every = {**RUNS, **PRS_RUNS}
+    parser.add_argument(
+        "runs", nargs="*", choices=[[], *every], metavar="RUN", help=f"of: {', '.join(every)}"
+    )
     parser.add_argument("--all", action="store_true", help="every run")
-    parser.add_argument("--force", action="store_true", help="rerun finished runs")
+    parser.add_argument(
+        "--force", action="store_true", help="rerun the named (or with --all, every) finished run"
+    )
     parser.add_argument("--list", action="store_true", help="list the runs")
-    parser.add_argument("--report", action="store_true", help="write the table and figure")
+    parser.add_argument("--report", action="store_true", help="write the tables and figure")
     ns = parser.parse_args()
-    done = load_results()
+    done = {**load_results(), **load_prs_results()}
     if ns.list:
-        for name, run in RUNS.items():
+        for name, run in every.items():
             state = f"done, {done[name]['wall_s']:.0f} s" if name in done else "to run"
-            print(f"{name:18} [{state}] {run.what} (vs {', '.join(run.baselines) or 'the start'})")
+            start = "the start" if isinstance(run, Run) else "none"
+            print(f"{name:18} [{state}] {run.what} (vs {', '.join(run.baselines) or start})")
         return
-    for name in list(RUNS) if ns.all else ns.runs:
-        if name in done and not ns.force:
+    named = list(every) if ns.all else ns.runs
+    for name in with_requirements(named):  # a required run that is not done yet runs first
+        if name in done and not (ns.force and name in named):
             print(f"{name}: done ({done[name]['wall_s']:.0f} s); --force reruns it")
             continue
-        result = train(name, RUNS[name])
+        result = train(name, RUNS[name]) if name in RUNS else prs_run(name)
         print(f"{name}: {result['wall_s']:.0f} s, peak RSS {result['peak_rss_gb']:.1f} GB, "
               f"load {result['load_avg']}", flush=True)  # fmt: skip
     if ns.report or ns.all:
