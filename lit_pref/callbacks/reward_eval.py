@@ -1,4 +1,5 @@
-"""Sample from the policy on held-out prompts and score the samples with a reward, every N steps."""
+"""Sample from the policy on held-out prompts (or unconditionally, from the empty prompt) and score the samples
+with a reward, every N steps."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_pref.atomic import atomic_write
 from lit_pref.callbacks.periodic import PeriodicCallback
 from lit_pref.callbacks.samples import markdown_table, text_loggers
-from lit_pref.errors import check_range
+from lit_pref.errors import ConfigError, check_range
 from lit_pref.models.batching import map_sequences
 from lit_pref.models.companions import CompanionModel, FrozenCopy
 from lit_pref.models.logprobs import sequence_logps
@@ -45,6 +46,12 @@ class RewardEvaluation(PeriodicCallback):
     The "reference" here is the policy as it was when fit started: a frozen companion model of the module
     (registered in `setup`, so it is sharded under FSDP2 like every other frozen model).
 
+    With `unconditional`, the policy is a generator of whole texts (direct-outcome rows with no prompt, as
+    CausalPO trains on) and each "prompt" is the empty prompt rendered as those rows' is (the start token when
+    `data.text_as_chat` is false): `eval/reward_mean` estimates the policy's value E_{X~policy} reward(X) from
+    `num_prompts` independent samples. Generation is seeded per batch, so sample i of every evaluation (and of
+    every run with the same settings) is drawn with the same random numbers: results pair by sample index.
+
     Args:
         reward: The reward (lit_pref.TaskReward, lit_pref.RewardModelScorer, lit_pref.CallableReward, ...).
         prompts: Prompt source (like data.val: file, task:<name>, ...); default: the data module's validation
@@ -60,6 +67,8 @@ class RewardEvaluation(PeriodicCallback):
         degenerate_warning: Warn when more than this fraction of the samples is degenerate.
         kl_warning: Warn when the KL to the starting policy exceeds this many nats (likelihood displacement,
             word salad).
+        unconditional: Sample `num_prompts` texts from the empty prompt instead of answering prompt rows (see
+            above); `prompts` must then be unset.
     """
 
     def __init__(
@@ -75,12 +84,18 @@ class RewardEvaluation(PeriodicCallback):
         summary: bool = False,
         degenerate_warning: float = 0.1,
         kl_warning: float = 10.0,
+        unconditional: bool = False,
     ):
         super().__init__(every_n_steps)
         for name, value, bound in (("num_prompts", num_prompts, 1), ("batch_size", batch_size, 1),
                                    ("num_text_samples", num_text_samples, 0), ("kl_warning", kl_warning, 0)):  # fmt: skip
             check_range(f"RewardEvaluation.{name}", value, ge=bound)
         check_range("RewardEvaluation.degenerate_warning", degenerate_warning, ge=0, le=1)
+        if unconditional and prompts is not None:
+            raise ConfigError(
+                f"RewardEvaluation: unconditional samples from the empty prompt, so prompts ({prompts!r}) must be "
+                "unset: drop one of the two options"
+            )
         self.reward = reward
         self.prompt_source = prompts
         self.num_prompts = num_prompts
@@ -91,6 +106,7 @@ class RewardEvaluation(PeriodicCallback):
         self.summary = summary
         self.degenerate_warning = degenerate_warning
         self.kl_warning = kl_warning
+        self.unconditional = unconditional
         self.history: list[dict] = []  # one entry per evaluation: step, metrics, samples
         self._prompts = None
         self._start: CompanionModel | None = None
@@ -186,14 +202,19 @@ class RewardEvaluation(PeriodicCallback):
         if not trainer.is_global_zero or not trainer.log_dir:
             return
         path = Path(trainer.log_dir) / "reward_evaluation.json"
-        text = json.dumps({"num_prompts": len(self._prompts), "evaluations": self.history}, indent=1)
+        text = json.dumps({"num_prompts": len(self._prompts), "unconditional": self.unconditional,
+                           "evaluations": self.history}, indent=1)  # fmt: skip
         atomic_write(path, lambda tmp: tmp.write_text(text))
 
     def on_fit_start(self, trainer: pl.Trainer, module) -> None:
-        rows = trainer.datamodule.prompt_rows(self.prompt_source)
-        rows = rows.select(range(min(self.num_prompts, len(rows))))
-        self._prompts = [r["prompt_ids"] for r in rows]
-        self._prompt_texts = [json.loads(r["prompt_text"]) for r in rows]
+        if self.unconditional:  # the empty prompt, rendered as rows without a prompt are
+            self._prompts = [trainer.datamodule.renderer().prompt_ids("")] * self.num_prompts
+            self._prompt_texts = [""] * self.num_prompts
+        else:
+            rows = trainer.datamodule.prompt_rows(self.prompt_source)
+            rows = rows.select(range(min(self.num_prompts, len(rows))))
+            self._prompts = [r["prompt_ids"] for r in rows]
+            self._prompt_texts = [json.loads(r["prompt_text"]) for r in rows]
         if self._start is not None:
             texts = self._sample(module, self._start.sampling_model()).texts
             self._start_rewards = self.reward(self._prompt_texts, texts).tolist()
@@ -209,10 +230,11 @@ class RewardEvaluation(PeriodicCallback):
 
     def summary_text(self, trainer: pl.Trainer) -> str:
         first, last = self.history[0], self.history[-1]
+        sampled = "unconditional samples" if self.unconditional else "held-out prompts"
         lines = [
             "",
             "=" * 72,
-            f"reward on {len(self._prompts)} held-out prompts: {first['eval/reward_mean']:+.3f} (step {first['step']}) "
+            f"reward on {len(self._prompts)} {sampled}: {first['eval/reward_mean']:+.3f} (step {first['step']}) "
             f"-> {last['eval/reward_mean']:+.3f} (step {last['step']})",
         ]
         if "eval/win_rate_vs_ref" in last:
