@@ -7,11 +7,12 @@ import math
 import sys
 
 import pytest
+import yaml
 
 from tools import real_study
 
 
-@pytest.mark.parametrize("name", list(real_study.RUNS))
+@pytest.mark.parametrize("name", [n for n in real_study.RUNS if n not in real_study.CAUSAL_RUNS])
 def test_every_run_is_evaluated_on_the_same_held_out_prompts_with_the_same_budget(name):
     run = real_study.RUNS[name]
     config = real_study.study_config(name, run)
@@ -248,3 +249,154 @@ def test_prs_report_rows_pair_prompts_across_runs_and_leave_missing_runs_out(mon
     real_study.report()
     assert doc.read_text() == ("a\n<!-- study table -->\nold\n<!-- end study table -->\nb\n<!-- prs table -->\n"
                                f"{text}\n<!-- end prs table -->\nc\n")  # fmt: skip
+
+
+# -- CausalPO / DR-CausalPO vs outcome-only (issue 27) -----------------------------------------------------------
+def test_the_causal_runs_share_rows_steps_lr_and_an_unconditional_evaluation():
+    configs = {name: real_study.study_config(name, run) for name, run in real_study.CAUSAL_RUNS.items()}
+    assert set(configs) == {"causal_ipw", "causal_dr", "causal_outcome_only"}
+    estimators = {name: c["model"]["init_args"].pop("estimator") for name, c in configs.items()}
+    assert estimators == {"causal_ipw": "ipw", "causal_dr": "dr", "causal_outcome_only": "outcome_only"}
+    for name, config in configs.items():
+        del config["trainer"]["logger"]  # named by the run
+        # everything else is the same: rows, steps, lr, batches, evaluation
+        assert config == configs["causal_ipw"], name
+        assert real_study.RUNS[name].prepare == (real_study.causal_data,)
+    config = configs["causal_ipw"]
+    model, data, trainer = config["model"]["init_args"], config["data"], config["trainer"]
+    assert config["model"]["class_path"] == "lit_pref.CausalPO" and model["self_normalize"] is True
+    assert (model["lr"], trainer["max_steps"]) == (real_study.LR, real_study.STEPS)
+    assert model["lora"] == real_study.LORA
+    assert data["train"] == real_study.CAUSAL_ROWS and "val" not in data and "task_options" not in data
+    assert data["batch_size"] == real_study.CAUSAL_BATCH and data["text_as_chat"] is False
+    evaluation = trainer["callbacks"][-1]
+    assert [c["class_path"] for c in trainer["callbacks"]] == ["lit_pref.RewardEvaluation"]
+    args = evaluation["init_args"]
+    assert args["unconditional"] is True and "prompts" not in args
+    assert args["num_prompts"] == real_study.CAUSAL_SAMPLES >= 256
+    new_tokens = data["max_length"] - data["max_prompt_length"]  # the longest text a training row holds
+    assert args["sampling"] == {"max_new_tokens": new_tokens, "temperature": 1.0}
+    assert args["reward"] == real_study.REWARD
+
+
+def test_the_outcome_model_scores_the_causal_rows_as_the_causal_runs_render_them():
+    """crossfit's training rows are configs/real/causal.yaml's, encoded the same way (so g_hat is of those texts)."""
+    causal = yaml.safe_load((real_study.REPO / real_study.CAUSAL_CONFIG).read_text())["data"]
+    outcome = yaml.safe_load((real_study.REPO / real_study.OUTCOME_MODEL_CONFIG).read_text())
+    assert outcome["model"]["class_path"] == "lit_pref.OutcomeModel"
+    assert outcome["model"]["init_args"]["policy"] == "builtin:smollm2-135m"
+    shared = (
+        "tokenizer",
+        "train",
+        "format",
+        "task_options",
+        "text_as_chat",
+        "max_length",
+        "max_prompt_length",
+    )
+    for key in shared:
+        assert outcome["data"][key] == causal[key], key
+    steps, batch = outcome["trainer"]["max_steps"], outcome["data"]["batch_size"]
+    assert steps * batch == real_study.NUM_OBSERVATIONAL  # one epoch of the observational rows
+
+
+def test_the_confounder_marks_plain_worded_reviews_and_the_summary_measures_g_hat_against_g():
+    assert [real_study.confounder(t) for t in ("The jacket is simple.", "An ordinary chair, very large.",
+                                                 "The kettle is superb.", "Simplest.")] == [1, 1, 0, 0]  # fmt: skip
+    pool = [{"text": "a", "outcome": 0.5, "propensity": 0.75, "confounder": 0},
+            {"text": "b", "outcome": 0.0, "propensity": 0.25, "confounder": 1}]  # fmt: skip
+    observational = [{"text": t, "outcome": y} for t, y in (("a", 0.4), ("a", 0.6), ("b", 1.2))]
+    summary = real_study.outcome_model_summary(pool, observational, {"a": 0.6, "b": 1.0})
+    assert summary["bias_under_assignment"] == pytest.approx(0.75 * 0.1 + 0.25 * 1.0)
+    assert summary["rmse_under_assignment"] == pytest.approx(math.sqrt(0.75 * 0.01 + 0.25 * 1.0))
+    assert (summary["bias_confounded_texts"], summary["bias_other_texts"]) == pytest.approx((1.0, 0.1))
+    assert summary["fit_rmse"] == pytest.approx(math.sqrt((0.1**2 + 0.2**2) / 2))
+    assert summary["best_by_g"]["text"] == "a"
+    assert summary["best_by_g_hat"] == {"text": "b", "g": 0.0, "g_hat": 1.0}  # the confounded text
+    assert [t["observational_mean"] for t in summary["per_text"]] == pytest.approx([0.5, 1.2])
+
+
+def test_causal_differences_give_the_paired_and_the_unpaired_standard_error():
+    a, b = [1.0, 2.0, 4.0], [0.0, 1.0, 1.0]
+    mean, paired = 5 / 3, math.sqrt(((1 - 5 / 3) ** 2 * 2 + (3 - 5 / 3) ** 2) / 2 / 3)
+    unpaired = math.sqrt((7 / 3) / 3 + (1 / 3) / 3)
+    assert real_study.unpaired_se(a, b) == pytest.approx(unpaired)
+    assert real_study.difference(a, b) == f"{mean:+.3f} ± {paired:.3f} / {unpaired:.3f}"
+
+
+@pytest.mark.slow
+def test_the_causal_data_has_the_columns_every_estimator_needs_and_is_built_once(tmp_path):
+    """The preprocessing with a tiny outcome model (2 steps) in place of SmolLM2: every row gets g_hat, a sample
+    from P^R with its log-prob and g_hat, and each estimator trains a step on the rows."""
+    import lightning.pytorch as pl
+
+    import lit_pref
+    from lit_pref.tasks.reviews import ReviewsTask
+    from tests.helpers import trainer
+
+    folder, summary = tmp_path / "data", tmp_path / "summary.json"
+    tiny = ("model.init_args.policy=builtin:tiny-smollm2", "trainer.max_steps=2", "trainer.logger=false")
+    real_study.causal_data(folder, summary, tiny)
+    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    task = ReviewsTask(seed=0, num_rows=400)
+    assert [(r["text"], r["outcome"], r["propensity"]) for r in rows] == [
+        (r["text"], r["outcome"], r["propensity"]) for r in task.rows("outcome", "train")
+    ]  # the task's rows, in order
+    texts, propensities = task.outcome_pool()
+    g_hat = {r["text"]: r["prediction"] for r in rows}
+    for r in rows:
+        assert {"prediction", *real_study.SAMPLE_COLUMNS} <= set(r)
+        assert r["sample_logp"] == pytest.approx(math.log(propensities[texts.index(r["sample"])]), abs=1e-12)
+        if r["sample"] in g_hat:  # one outcome model: g_hat of a text is one number
+            assert r["sample_prediction"] == pytest.approx(g_hat[r["sample"]], abs=1e-5)
+    assert len({r["sample"] for r in rows}) > 10  # draws from P^R, not one text
+    result = json.loads(summary.read_text())
+    assert len(result["per_text"]) == 24 and result["num_observational"] == real_study.NUM_OBSERVATIONAL
+    assert {t["text"] for t in result["per_text"]} == set(texts)
+    built = (folder / "rows.jsonl").stat().st_mtime_ns
+    real_study.causal_data(folder, summary, tiny)  # cached: not rebuilt
+    assert (folder / "rows.jsonl").stat().st_mtime_ns == built
+    for estimator in ("ipw", "dr", "outcome_only"):
+        pl.seed_everything(0, verbose=False)
+        data = lit_pref.PreferenceDataModule(train=str(folder / "rows.jsonl"), format="outcome",
+                                             tokenizer="builtin:smollm2-135m", text_as_chat=False, max_length=24,
+                                             max_prompt_length=1, batch_size=16)  # fmt: skip
+        module = lit_pref.CausalPO(policy="builtin:tiny-smollm2", estimator=estimator, lr=1e-3)
+        trainer(1, limit_val_batches=0).fit(module, data)
+        assert math.isfinite(float(module.trainer.callback_metrics["train/loss"])), estimator
+
+
+def _causal_result(start, end, texts_end):
+    fixed = {"kl": [1.0, 2.0, 3.0, 2.0], "degenerate": [0, 0, 1, 0]}
+    evaluations = [{"per_prompt": {"reward": r, "response": t, **fixed}}
+                   for r, t in ((start, ["a", "b", "c", "d"]), (end, texts_end))]  # fmt: skip
+    return {"what": "w", "steps": 48, "wall_s": 600.4, "load_avg": 2.04, "peak_rss_gb": 2.46,
+            "cpu": "AMD EPYC x2, AVX2", "evaluations": evaluations}  # fmt: skip
+
+
+def test_the_causal_runs_have_their_own_table_paired_by_sample_index(monkeypatch, tmp_path):
+    start = [0.1, 0.2, 0.3, 0.4]
+    results = {  # ipw's end - start = [0.1, 0.2, 0, 0.1]: +0.1, paired SE 0.041, unpaired sqrt(2 * 0.05 / 3 / 4)
+        "causal_ipw": _causal_result(start, [0.2, 0.4, 0.3, 0.5], ["a", "x", "c", "y"]),
+        "causal_outcome_only": _causal_result(start, start, ["a", "b", "c", "d"]),
+    }
+    doc = tmp_path / "real_study.md"
+    doc.write_text("a\n<!-- study table -->\nold\n<!-- end study table -->\nb\n<!-- causal table -->\n"
+                   "<!-- end causal table -->\nc\n")  # fmt: skip
+    monkeypatch.setattr(real_study, "DOC", doc)
+    monkeypatch.setattr(real_study, "REPO", tmp_path)
+    monkeypatch.setattr(real_study, "CAUSAL_SUMMARY", tmp_path / "missing.json")
+    monkeypatch.setattr(real_study, "load_results", lambda: results)
+    monkeypatch.setattr(real_study, "load_prs_results", dict)
+    real_study.report()
+    text = doc.read_text()
+    assert text.startswith(
+        "a\n<!-- study table -->\nold\n<!-- end study table -->\nb\n"
+    )  # not in the main table
+    rows = text.split("<!-- causal table -->\n")[1].split("\n<!-- end causal table -->")[0].splitlines()[2:]
+    assert rows == [
+        "| causal_ipw | w | +0.250 → +0.350 | +0.100 ± 0.041 / 0.091 | causal_outcome_only: +0.100 ± 0.041 / 0.091 "
+        "| 50% | 2.00 ± 0.41 | 25% | 600 (2.0, AVX2) | 2.5 |",
+        "| causal_outcome_only | w | +0.250 → +0.250 | +0.000 ± 0.000 / 0.091 | — | 100% | 2.00 ± 0.41 | 25% | "
+        "600 (2.0, AVX2) | 2.5 |",
+    ]

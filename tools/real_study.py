@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -62,7 +64,8 @@ CYCLIC = {
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: a configs/real/ file and the settings changed from it (dotted keys)."""
+    """One training run: a configs/real/ file and the settings changed from it (dotted keys); `evaluation`
+    changes the RewardEvaluation's init_args (None drops one), `prepare` builds the data it reads (cached)."""
 
     config: str
     what: str
@@ -71,6 +74,7 @@ class Run:
     steps: int = STEPS
     # RewardEvaluation init_args changed from the study's (the PRS runs')
     evaluation: dict = field(default_factory=dict)
+    prepare: tuple = ()  # builds the data the run reads (the causal runs')
 
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
@@ -148,6 +152,167 @@ RUNS: dict[str, Run] = {
 }
 
 
+# -- CausalPO / DR-CausalPO vs the outcome-only baseline (issue 27) -----------------------------------------------
+# The policy writes whole reviews with no prompt (configs/real/causal.yaml's direct-outcome rows: 24 texts assigned
+# from a known P^R, outcome = VADER + noise). The three runs train on the same rows and differ only in the
+# outcomes their estimator uses: IPW the observed Y; outcome-only a confounded outcome model g_hat on samples X~
+# from the base distribution f0; DR both (Y - g_hat on the rows, g_hat on the samples). f0 is P^R itself (the
+# paper's f0 estimates P^R; here it is known, so samples are exact draws and their log-prob is log P^R).
+CAUSAL_CONFIG = "configs/real/causal.yaml"
+OUTCOME_MODEL_CONFIG = "configs/real/causal_outcome_model.yaml"
+CAUSAL_DATA = OUT / "data" / "causal"
+CAUSAL_ROWS = "runs/real-study/data/causal/rows.jsonl"  # what every causal run trains on
+CAUSAL_SUMMARY = RESULTS / "causal_outcome_model.json"  # g_hat against the true g, per text (tracked)
+CAUSAL_BATCH = 16  # texts of ~10 tokens: 16 rows (32 sequences with samples) cost less than 4 prompted pairs
+CAUSAL_SAMPLES = 512  # unconditional evaluation samples
+CONFOUNDING = 1.0  # E_obs[Y | x] = g(x) + CONFOUNDING * c(x)
+NUM_OBSERVATIONAL = 2048  # one epoch of the outcome model's 128 steps of 16
+OBSERVATIONAL_SEED, SAMPLE_SEED = 1000, 2000
+# 23 new tokens: the rows' max_length 24 less the start token
+CAUSAL_EVALUATION = {"prompts": None, "unconditional": True, "num_prompts": CAUSAL_SAMPLES,
+                     "sampling": {"max_new_tokens": 23, "temperature": 1.0}}  # fmt: skip
+SAMPLE_COLUMNS = ("sample", "sample_logp", "sample_prediction")
+
+
+def confounder(text: str) -> int:
+    """c(x): 1 for a review with one of the task's neutral words ("plain", "average", "large", ...), else 0."""
+    from lit_pref.tasks.reviews import NEUTRAL
+
+    return int(any(word in NEUTRAL for word in re.findall(r"[a-z]+", text.lower())))
+
+
+def observational_rows(texts: list[str], effects: list[float], noise: float) -> list[dict]:
+    """A confounded observational log: texts shown uniformly, and readers of a plain-worded review were already
+    satisfied customers, so E[Y | x] = g(x) + CONFOUNDING * c(x). No propensity (its P^R is unknown)."""
+    rng = random.Random(OBSERVATIONAL_SEED)
+    rows = []
+    for _ in range(NUM_OBSERVATIONAL):
+        k = rng.randrange(len(texts))
+        y = effects[k] + CONFOUNDING * confounder(texts[k]) + rng.gauss(0, noise)
+        rows.append({"text": texts[k], "outcome": y})
+    return rows
+
+
+def causal_settings(overrides: tuple[str, ...]) -> dict:
+    """Everything the causal data depends on: a change rebuilds it."""
+    config = (REPO / OUTCOME_MODEL_CONFIG).read_text()
+    return {"outcome_model_config": hashlib.sha256(config.encode()).hexdigest(), "confounding": CONFOUNDING,
+            "num_observational": NUM_OBSERVATIONAL, "seeds": [OBSERVATIONAL_SEED, SAMPLE_SEED],
+            "overrides": list(overrides)}  # fmt: skip
+
+
+def causal_data(
+    folder: Path = CAUSAL_DATA, summary: Path = CAUSAL_SUMMARY, overrides: tuple[str, ...] = ()
+) -> None:
+    """The causal runs' rows, built once (rebuilt when missing or when `causal_settings` change):
+
+    1. inputs/pool.jsonl (the 24 texts with g, P^R and c) and inputs/observational.jsonl (confounded rows);
+    2. `python -m lit_pref crossfit --train-on observational.jsonl --predict pool=...`: one outcome model
+       (OUTCOME_MODEL_CONFIG, SmolLM2) fit on the observational rows predicts every training row (`prediction`;
+       none of them was fit on) and every pool text;
+    3. rows.jsonl: crossfit's train.jsonl plus one sample X~ ~ P^R per row (`sample`, `sample_logp` = log P^R,
+       `sample_prediction` = g_hat(X~));
+    4. `summary` (tracked): g_hat against g per text, its bias and the preprocessing's wall time.
+    `overrides` are crossfit --set options (the tests swap in a tiny model)."""
+    from lit_pref.commands.crossfit import write_jsonl
+    from lit_pref.tasks.reviews import ReviewsTask
+
+    settings = causal_settings(overrides)
+    stamp = folder / "settings.json"
+    built = (folder / "rows.jsonl").exists() and summary.exists() and stamp.exists()
+    if built and json.loads(stamp.read_text()) == settings:
+        return
+    task_options = yaml.safe_load((REPO / OUTCOME_MODEL_CONFIG).read_text())["data"]["task_options"]
+    task = ReviewsTask(**task_options)
+    texts, propensities = task.outcome_pool()
+    effects = task.reward([""] * len(texts), texts)
+    inputs = folder / "inputs"
+    pool = [{"text": t, "outcome": g, "propensity": p, "confounder": confounder(t)}
+            for t, g, p in zip(texts, effects, propensities)]  # fmt: skip
+    write_jsonl(inputs / "pool.jsonl", pool)
+    observational = observational_rows(texts, effects, task.outcome_noise)
+    write_jsonl(inputs / "observational.jsonl", observational)
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": str(OUT / "logs"), "name": "causal_outcome_model"}}  # fmt: skip
+    command = [sys.executable, "-m", "lit_pref", "crossfit", "--config", OUTCOME_MODEL_CONFIG, "--out", str(folder),
+               "--train-on", str(inputs / "observational.jsonl"), "--predict", f"pool={inputs / 'pool.jsonl'}",
+               "--set", f"trainer.logger={json.dumps(logger)}", *(a for o in overrides for a in ("--set", o))]  # fmt: skip
+    print(f"causal data: fitting the outcome model ({OUTCOME_MODEL_CONFIG}) into {folder}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(
+            f"causal data: crossfit failed (exit {os.waitstatus_to_exitcode(status)}): {command}"
+        )
+    g_hat = {r["text"]: r["prediction"] for r in _read_jsonl(folder / "pool.jsonl")}
+    rows = _read_jsonl(folder / "train.jsonl")
+    rng = random.Random(SAMPLE_SEED)
+    for row, k in zip(rows, rng.choices(range(len(texts)), weights=propensities, k=len(rows))):
+        row.update(sample=texts[k], sample_logp=math.log(propensities[k]), sample_prediction=g_hat[texts[k]])
+    write_jsonl(folder / "rows.jsonl", rows)
+    cost = {"wall_s": round(time.perf_counter() - started, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+            "load_avg": round(os.getloadavg()[0], 2), "cpu": machine()}  # fmt: skip
+    result = {**outcome_model_summary(pool, observational, g_hat), **cost, "settings": settings}
+    from lit_pref.atomic import atomic_write
+
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(summary, lambda tmp: tmp.write_text(json.dumps(rounded(result), indent=1)))
+    stamp.write_text(json.dumps(settings))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def outcome_model_summary(pool: list[dict], observational: list[dict], g_hat: dict[str, float]) -> dict:
+    """g_hat against the true g (the noise-free mean outcome) on the pool: per text, and its bias and RMSE under
+    the assignment distribution P^R (the rows' distribution), on confounded (c = 1) and other texts; `fit_rmse`
+    is the regression's own error against the observational means it was fit to (the rest is confounding)."""
+    observed: dict[str, list[float]] = {}
+    for r in observational:
+        observed.setdefault(r["text"], []).append(r["outcome"])
+    per_text = [{"text": p["text"], "g": p["outcome"], "g_hat": g_hat[p["text"]], "confounder": p["confounder"],
+                 "propensity": p["propensity"], "observational_mean": statistics.fmean(observed[p["text"]])}
+                for p in pool]  # fmt: skip
+    errors = [t["g_hat"] - t["g"] for t in per_text]
+    weights = [t["propensity"] for t in per_text]
+    best, best_hat = (max(per_text, key=lambda t: t[key]) for key in ("g", "g_hat"))
+    return {
+        "num_observational": len(observational), "confounding": CONFOUNDING,
+        "bias_under_assignment": sum(w * e for w, e in zip(weights, errors)),
+        "rmse_under_assignment": math.sqrt(sum(w * e * e for w, e in zip(weights, errors))),
+        "bias_confounded_texts": statistics.fmean(e for t, e in zip(per_text, errors) if t["confounder"]),
+        "bias_other_texts": statistics.fmean(e for t, e in zip(per_text, errors) if not t["confounder"]),
+        "fit_rmse": math.sqrt(statistics.fmean((t["g_hat"] - t["observational_mean"]) ** 2 for t in per_text)),
+        "best_by_g": {k: best[k] for k in ("text", "g", "g_hat")},
+        "best_by_g_hat": {k: best_hat[k] for k in ("text", "g", "g_hat")},
+        "per_text": per_text,
+    }  # fmt: skip
+
+
+def _causal(estimator: str, what: str, baselines: tuple[str, ...] = ()) -> Run:
+    changes = {"model.init_args.estimator": estimator, "data.train": CAUSAL_ROWS, "data.task_options": None,
+               "data.batch_size": CAUSAL_BATCH}  # fmt: skip
+    return Run(CAUSAL_CONFIG, what, baselines, changes, evaluation=CAUSAL_EVALUATION, prepare=(causal_data,))
+
+
+CAUSAL_RUNS: dict[str, Run] = {
+    "causal_ipw": _causal(
+        "ipw", "CausalPO (IPW, self-normalized) on the observed outcomes", ("causal_outcome_only",)
+    ),
+    "causal_dr": _causal(
+        "dr",
+        "DR-CausalPO: IPW on Y - g_hat, plus g_hat on samples from P^R",
+        ("causal_outcome_only", "causal_ipw"),
+    ),
+    "causal_outcome_only": _causal(
+        "outcome_only", "outcome-only (OO-RLHF): the confounded g_hat on samples from P^R"
+    ),
+}
+RUNS.update(CAUSAL_RUNS)
+
+
 # -- building and running one run -------------------------------------------------------------------------
 def _set(config: dict, dotted: str, value) -> None:
     *path, last = dotted.split(".")
@@ -179,6 +344,7 @@ def study_config(name: str, run: Run) -> dict:
                                 "every_n_steps": max(run.steps // 2, 1), "summary": True,
                                 "sampling": {"max_new_tokens": 24, "temperature": 1.0}}}  # fmt: skip
     evaluation["init_args"].update(copy.deepcopy(run.evaluation))
+    evaluation["init_args"] = {k: v for k, v in evaluation["init_args"].items() if v is not None}
     trainer["callbacks"] = (kept if callbacks is None else callbacks) + [evaluation]
     return config
 
@@ -201,6 +367,8 @@ def train(name: str, run: Run) -> dict:
     from lit_pref.atomic import atomic_write
 
     corrupted_demonstrations()
+    for prepare in run.prepare:
+        prepare()
     folder = OUT / "configs"
     folder.mkdir(parents=True, exist_ok=True)
     config_path = folder / f"{name}.yaml"
@@ -333,6 +501,8 @@ def report() -> None:
     results, prs = load_results(), load_prs_results()
     if not results and not prs:
         raise SystemExit(f"no results under {RESULTS}: run some first")
+    causal = {name: res for name, res in results.items() if name in CAUSAL_RUNS}  # their own table
+    results = {name: res for name, res in results.items() if name not in CAUSAL_RUNS}
     doc = DOC.read_text()
     if results:
         text = table(results)
@@ -343,6 +513,10 @@ def report() -> None:
         text = prs_tables(prs)
         print(text)
         doc = between(doc, "prs table", text)
+    if causal:
+        text = causal_table(causal)
+        print(text)
+        doc = between(doc, "causal table", text)
     DOC.write_text(doc)
     print(f"wrote {DOC.relative_to(REPO)}" + (f" and {FIGURE.relative_to(REPO)}" if results else ""))
 
@@ -521,6 +695,51 @@ def prs_tables(results: dict[str, dict]) -> str:
     if trained:
         parts.append(table(trained, BON_RUNS))
     return "\n\n".join(parts)
+
+
+# -- the causal report (issue 27) ----------------------------------------------------------------------------
+def unpaired_se(a: list[float], b: list[float]) -> float:
+    """The SE of mean(a) - mean(b) as if a and b were independent samples (no pairing)."""
+    return math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+
+
+def difference(a: list[float], b: list[float]) -> str:
+    mean, paired = paired_difference(a, b)
+    return f"{mean:+.3f} ± {paired:.3f} / {unpaired_se(a, b):.3f}"
+
+
+def causal_row(name: str, res: dict, results: dict[str, dict]) -> str:
+    """One run: its value before -> after, and its end against its start and each finished baseline, by index."""
+    first, last = (res["evaluations"][i]["per_prompt"] for i in (0, -1))
+    vs = [f"{b}: {difference(last['reward'], results[b]['evaluations'][-1]['per_prompt']['reward'])}"
+          for b in RUNS[name].baselines if b in results]  # fmt: skip
+    value = f"{statistics.fmean(first['reward']):+.3f} → {statistics.fmean(last['reward']):+.3f}"
+    texts = first.get("response"), last.get("response")
+    same = f"{statistics.fmean(a == b for a, b in zip(*texts)):.0%}" if None not in texts else "—"
+    return (f"| {name} | {res['what']} | {value} | {difference(last['reward'], first['reward'])} | "
+            f"{'; '.join(vs) or '—'} | {same} | {fmt(mean_se(last['kl']), 2, '')} | "
+            f"{statistics.fmean(last['degenerate']):.0%} | {res['wall_s']:.0f} ({res['load_avg']:.1f}, {kernels(res)}) | "
+            f"{res['peak_rss_gb']:.1f} |")  # fmt: skip
+
+
+def outcome_model_line(summary: dict) -> str:
+    best, hat = summary["best_by_g"], summary["best_by_g_hat"]
+    return (f"Outcome model g_hat (SmolLM2 + scalar head, fit on {summary['num_observational']} observational rows "
+            f"with confounding {summary['confounding']:g}): bias under P^R {summary['bias_under_assignment']:+.3f}, "
+            f"RMSE {summary['rmse_under_assignment']:.3f}; bias {summary['bias_confounded_texts']:+.3f} on the "
+            f"plain-worded (c = 1) texts, {summary['bias_other_texts']:+.3f} on the others; fit error against the "
+            f"observational means {summary['fit_rmse']:.3f}. Best text by g: \"{best['text']}\" (g {best['g']:+.3f}); "
+            f"by g_hat: \"{hat['text']}\" (g {hat['g']:+.3f}, g_hat {hat['g_hat']:+.3f}). Preprocessing "
+            f"{summary['wall_s']:.0f} s (load {summary['load_avg']:.1f}, {kernels(summary)}), peak RSS {summary['peak_rss_gb']:.1f} GB.")  # fmt: skip
+
+
+def causal_table(results: dict[str, dict]) -> str:
+    head = ("| run | what | value V(f): start → end | Δ vs start | Δ vs baseline | same text as start | KL (nats) | "
+            "degenerate | wall s (load, CPU) | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    lines = [head] + [causal_row(n, results[n], results) for n in CAUSAL_RUNS if n in results]
+    if CAUSAL_SUMMARY.exists():
+        lines += ["", outcome_model_line(json.loads(CAUSAL_SUMMARY.read_text()))]
+    return "\n".join(lines)
 
 
 def main() -> None:
