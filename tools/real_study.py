@@ -17,6 +17,10 @@ wall time and peak RSS; rerunning skips it.
 The PRS runs (their own section below and table in the doc) compare best-of-N samplers on the constraints task's
 held-out prompts with `python -m lit_pref sample` (prs, prand, rand, rand_equal_tokens), and one BestOfNFineTune
 iteration on PRS vs Rand data (bon_prs, bon_rand); a run that needs another's result runs it first.
+
+The CausalPO runs (causal_ipw, causal_dr, causal_outcome_only; their own section and table) train on the same
+direct-outcome rows in batches of 16 and are evaluated by 512 unconditional samples, paired by sample index; their
+data (a confounded SmolLM2 outcome model's predictions, samples from P^R) is built once, before the first of them.
 """
 
 from __future__ import annotations
