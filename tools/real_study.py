@@ -766,7 +766,7 @@ def main() -> None:
         for name, run in every.items():
             state = f"done, {done[name]['wall_s']:.0f} s" if name in done else "to run"
             start = "the start" if isinstance(run, Run) else "none"
-            print(f"{name:18} [{state}] {run.what} (vs {', '.join(run.baselines) or start})")
+            print(f"{name:{max(map(len, every))}} [{state}] {run.what} (vs {', '.join(run.baselines) or start})")
         return
     named = list(every) if ns.all else ns.runs
     for name in with_requirements(named):  # a required run that is not done yet runs first
