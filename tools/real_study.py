@@ -763,10 +763,11 @@ def main() -> None:
     ns = parser.parse_args()
     done = {**load_results(), **load_prs_results()}
     if ns.list:
+        width = max(map(len, every))
         for name, run in every.items():
             state = f"done, {done[name]['wall_s']:.0f} s" if name in done else "to run"
             start = "the start" if isinstance(run, Run) else "none"
-            print(f"{name:{max(map(len, every))}} [{state}] {run.what} (vs {', '.join(run.baselines) or start})")
+            print(f"{name:{width}} [{state}] {run.what} (vs {', '.join(run.baselines) or start})")
         return
     named = list(every) if ns.all else ns.runs
     for name in with_requirements(named):  # a required run that is not done yet runs first
