@@ -141,6 +141,12 @@ RUNS: dict[str, Run] = {
         ("sft",),
         changes={"model.init_args.stages": 1, "data.max_rows": None},
     ),
+    "spin_lr1e-5": Run(
+        "configs/real/irft.yaml",
+        "SPIN (T = 1) at lr 1e-5, a tenth of the study's: is SPIN's fall the step size?",
+        ("spin", "sft"),
+        changes={"model.init_args.stages": 1, "data.max_rows": None, "model.init_args.lr": 1e-5},
+    ),
     "sft_corrupted": Run(
         "configs/real/sft.yaml",
         "SFT, 30% of the demonstrations negative",
